@@ -1,0 +1,108 @@
+"""Model speed: our DistilBERT vs our BERT vs transformers' DistilBertModel, same weights.
+
+Full-size paper configs (BERT-base 12 layers, DistilBERT 6 layers), float32, inference
+mode, no HTTP. Prints a Markdown table of median milliseconds and the two ratios the
+model issue targets: student/teacher <= 0.55 and ours/transformers <= 1.0.
+
+    python bench/model_speed.py [--repeats 7] [--device cpu] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import model  # noqa: E402
+
+SHAPES = [(1, 128), (8, 128), (32, 128)]
+
+
+def _median_ms(fn, repeats: int, warmup: int, sync) -> float:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    import transformers
+
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    torch.manual_seed(0)
+    teacher = model.BertModel(model.BertConfig()).eval()
+    student = model.DistilBertModel(model.DistilBertConfig()).eval()
+    with tempfile.TemporaryDirectory() as d:
+        model.save(student, d)
+        hf_student = transformers.DistilBertModel.from_pretrained(d).eval()
+    models = {"ours_bert": teacher, "ours_distilbert": student, "hf_distilbert": hf_student}
+    for m in models.values():
+        m.to(device=device, dtype=dtype)
+
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for B, T in SHAPES:
+        ids = torch.randint(1000, 30000, (B, T), generator=g).to(device)
+        mask = torch.ones_like(ids)
+        row = {"batch": B, "tokens": T}
+        with torch.inference_mode():
+            for name, m in models.items():
+                if name.startswith("hf"):
+                    def fn(m=m):
+                        return m(input_ids=ids, attention_mask=mask).last_hidden_state
+                else:
+                    def fn(m=m):
+                        return m(ids, mask)
+                row[name] = _median_ms(fn, args.repeats, args.warmup, sync)
+        row["student_over_teacher"] = row["ours_distilbert"] / row["ours_bert"]
+        row["ours_over_transformers"] = row["ours_distilbert"] / row["hf_distilbert"]
+        rows.append(row)
+
+    env = {
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "dtype": args.dtype,
+        "repeats": args.repeats,
+    }
+    print(f"device {env['device']}, {env['threads']} threads, torch {env['torch']}, "
+          f"transformers {env['transformers']}, {args.dtype}, median of {args.repeats}\n")
+    print("| batch × tokens | our BERT (ms) | our DistilBERT (ms) | transformers DistilBERT (ms) "
+          "| student / teacher | ours / transformers |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['batch']} × {r['tokens']} | {r['ours_bert']:.1f} | {r['ours_distilbert']:.1f} "
+              f"| {r['hf_distilbert']:.1f} | {r['student_over_teacher']:.3f} | {r['ours_over_transformers']:.3f} |")
+    result = {"env": env, "rows": rows}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
