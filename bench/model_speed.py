@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.inference_mode():
             for name, m in models.items():
                 if name.startswith("hf"):
-                    def fn(m=m):
+                    def fn(m=m, ids=ids, mask=mask):
                         return m(input_ids=ids, attention_mask=mask).last_hidden_state
                 else:
-                    def fn(m=m):
+                    def fn(m=m, ids=ids, mask=mask):
                         return m(ids, mask)
                 row[name] = _median_ms(fn, args.repeats, args.warmup, sync)
         row["student_over_teacher"] = row["ours_distilbert"] / row["ours_bert"]

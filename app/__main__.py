@@ -1,0 +1,80 @@
+"""Start the service: ``python -m app`` or ``distilbert-serve``.
+
+One process per device, batching inside it. Not ``--workers N``: each worker would
+hold its own copy of every model and batch alone, so batches get smaller and memory
+N times larger; scale out with replicas instead (README, "Deployment").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import uvicorn
+
+from .main import create_app
+from .settings import load_settings
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.name == "app.access" and msg.startswith("{"):
+            body = json.loads(msg)
+        else:
+            body = {"message": msg}
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name, **body}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, telling the service it is draining the moment SIGTERM arrives."""
+
+    def __init__(self, config: uvicorn.Config, on_exit) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig, frame) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="distilbert-serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML/JSON settings file (also DISTIL_CONFIG)")
+    p.add_argument("--host", help="bind address (DISTIL_HOST; default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (DISTIL_PORT; default 8000)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (DISTIL_DEVICE)")
+    args = p.parse_args(argv)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("device", args.device)) if v}
+    settings = load_settings(args.config, **overrides)
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    service = app.state.service
+
+    def draining() -> None:
+        if service.status != "failed":
+            service.status = "draining"
+
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s), lifespan="on",
+    )
+    Server(config, draining).run()
+
+
+if __name__ == "__main__":
+    main()

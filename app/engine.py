@@ -1,0 +1,297 @@
+"""The engine: one queue and one worker thread per model, dynamic batching,
+backpressure, deadlines, per-stage timings and metrics. No HTTP here.
+
+A batch closes when it holds ``max_batch_size`` inputs, or ``max_batch_tokens``
+padded tokens, or ``max_wait_ms`` after its first input arrived. The inputs of the
+closed window are sorted by length and cut into sub-batches whose padded/real token
+ratio stays under ``max_padding_ratio``; each sub-batch is one forward pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from .backend import ModelBackend, retry_after_seconds
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger("app.engine")
+
+
+class EngineError(Exception):
+    status = 500
+    error_type = "internal"
+
+
+class Overloaded(EngineError):
+    status = 429
+    error_type = "overloaded"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(EngineError):
+    status = 504
+    error_type = "timeout"
+
+
+@dataclass(eq=False)
+class Item:
+    """One input of one request, as it travels through the queue."""
+
+    ids: list[int]
+    want_logits: bool
+    deadline: float  # time.monotonic()
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    enqueued: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False  # set on the event loop when the client went away
+    queue_s: float = 0.0
+    inference_s: float = 0.0
+
+
+@dataclass
+class Output:
+    last_hidden: torch.Tensor  # (t, C) for this input's real tokens
+    logits: torch.Tensor | None
+    length: int
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+class Batcher:
+    """Queue + worker thread for one model."""
+
+    def __init__(self, backend: ModelBackend, settings: Settings, metrics: Metrics) -> None:
+        self.backend = backend
+        self.s = settings
+        self.m = metrics
+        self.labels = {"model": backend.name, "role": backend.role}
+        self._queue: deque[Item] = deque()
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=f"batcher-{backend.name}", daemon=True)
+        self._rate = 0.0  # inputs/s, smoothed, for Retry-After
+        self._expected = 0  # inputs being tokenized: the only ones worth waiting for
+        self.forwards = 0
+
+    # -- event-loop side -------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join(timeout)
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def expect(self, n: int) -> None:
+        """n inputs are being tokenized for this model and will be submitted soon (or -n: won't)."""
+        with self._cv:
+            self._expected = max(0, self._expected + n)
+
+    def submit(self, ids: list[list[int]], want_logits: bool, deadline: float) -> list[Item]:
+        """Queue a request's inputs at once, or refuse them all (429): never half a request."""
+        loop = asyncio.get_running_loop()
+        with self._cv:
+            self._expected = max(0, self._expected - len(ids))
+            if self._stop:
+                raise Overloaded("the service is shutting down", retry_after=1)
+            if len(self._queue) + len(ids) > self.s.max_queue_size:
+                self.m.dropped.labels(**self.labels, reason="queue_full").inc(len(ids))
+                raise Overloaded(
+                    f"model {self.backend.name!r} queue is full ({len(self._queue)} inputs waiting, "
+                    f"limit {self.s.max_queue_size}); retry later",
+                    retry_after=retry_after_seconds(len(self._queue), self._rate),
+                )
+            items = [Item(i, want_logits, deadline, loop.create_future(), loop) for i in ids]
+            self._queue.extend(items)
+            self.m.queue_depth.labels(**self.labels).set(len(self._queue))
+            self._cv.notify()
+        return items
+
+    # -- worker side -------------------------------------------------------------------
+    def _take_window(self) -> list[Item]:
+        """Block until an input arrives, then gather until the batch closes."""
+        s = self.s
+        with self._cv:
+            while not self._queue and not self._stop:
+                self._cv.wait()
+            if not self._queue:
+                return []
+            first = self._queue[0].enqueued
+            close_at = first + s.max_wait_ms / 1000
+            while True:
+                n = len(self._queue)
+                longest = max(len(it.ids) for it in list(self._queue)[: s.max_batch_size])
+                full = n >= s.max_batch_size or n * min(longest, self.backend.max_length) >= s.max_batch_tokens
+                left = close_at - time.perf_counter()
+                # Nobody is tokenizing for this model: waiting would only add latency.
+                if full or left <= 0 or self._stop or self._expected == 0:
+                    break
+                self._cv.wait(left)
+            window: list[Item] = []
+            tokens_longest = 0
+            while self._queue and len(window) < s.max_batch_size:
+                nxt = min(len(self._queue[0].ids), self.backend.max_length)
+                longest = max(tokens_longest, nxt)
+                if window and (len(window) + 1) * longest > s.max_batch_tokens:
+                    break
+                window.append(self._queue.popleft())
+                tokens_longest = longest
+            self.m.queue_depth.labels(**self.labels).set(len(self._queue))
+            return window
+
+    def _split(self, window: list[Item]) -> list[list[Item]]:
+        """Sort by length; start a new sub-batch when padding would pass the limit."""
+        window = sorted(window, key=lambda it: len(it.ids))
+        groups: list[list[Item]] = []
+        cur: list[Item] = []
+        real = 0
+        for it in window:
+            n = min(len(it.ids), self.backend.max_length)
+            if cur and (len(cur) + 1) * n > self.s.max_padding_ratio * (real + n):
+                groups.append(cur)
+                cur, real = [], 0
+            cur.append(it)
+            real += n
+        if cur:
+            groups.append(cur)
+        return groups
+
+    def _run(self) -> None:
+        while True:
+            window = self._take_window()
+            if not window:
+                if self._stop:
+                    return
+                continue
+            now = time.monotonic()
+            live = []
+            for it in window:
+                if it.cancelled:
+                    self.m.dropped.labels(**self.labels, reason="cancelled").inc()
+                elif now > it.deadline:
+                    self.m.dropped.labels(**self.labels, reason="deadline").inc()
+                    self._fail(it, DeadlineExceeded("the request's deadline passed while it was queued"))
+                else:
+                    live.append(it)
+            for group in self._split(live):
+                self._forward(group)
+
+    def _forward(self, group: list[Item]) -> None:
+        start = time.perf_counter()
+        for it in group:
+            it.queue_s = start - it.enqueued
+            self.m.queue_wait.labels(**self.labels).observe(it.queue_s)
+        want_logits = any(it.want_logits for it in group)
+        try:
+            out = self.backend.forward([it.ids for it in group], want_logits)
+        except Exception as e:  # a broken batch fails its own requests, never the worker
+            log.exception("forward failed for model %s", self.backend.name)
+            for it in group:
+                self._fail(it, EngineError(f"inference failed: {type(e).__name__}"))
+            return
+        elapsed = time.perf_counter() - start
+        self.forwards += 1
+        lengths = [min(len(it.ids), self.backend.max_length) for it in group]
+        padded = len(group) * max(lengths)
+        self.m.inference.labels(**self.labels).observe(elapsed)
+        self.m.batch_size.labels(**self.labels).observe(len(group))
+        self.m.batch_tokens.labels(**self.labels).observe(padded)
+        self.m.padding_ratio.labels(**self.labels).observe(padded / sum(lengths))
+        self.m.inputs.labels(**self.labels).inc(len(group))
+        self.m.tokens.labels(**self.labels).inc(sum(lengths))
+        self._rate = 0.8 * self._rate + 0.2 * (len(group) / max(elapsed, 1e-6))
+        for row, (it, n) in enumerate(zip(group, lengths, strict=True)):
+            result = Output(
+                last_hidden=out.last_hidden[row, :n],
+                logits=out.logits[row] if out.logits is not None else None,
+                length=n,
+                queue_s=it.queue_s,
+                inference_s=elapsed,
+                batch_size=len(group),
+            )
+            it.loop.call_soon_threadsafe(_set_result, it.future, result)
+
+    @staticmethod
+    def _fail(it: Item, exc: Exception) -> None:
+        it.loop.call_soon_threadsafe(_set_exception, it.future, exc)
+
+
+def _set_result(fut: asyncio.Future, value: object) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future, exc: Exception) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+class Engine:
+    """All models' batchers, plus the recent latencies /info reports."""
+
+    def __init__(self, settings: Settings, backends: dict[str, ModelBackend], metrics: Metrics) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.metrics = metrics
+        self.batchers = {name: Batcher(b, settings, metrics) for name, b in backends.items()}
+        self.recent: dict[str, deque[tuple[float, float]]] = {n: deque(maxlen=2048) for n in backends}
+        for b in backends.values():
+            metrics.model_info.labels(model=b.name, role=b.role).info({
+                "family": b.family, "task": b.task, "layers": str(b.config.num_layers),
+                "hidden_size": str(b.hidden_size), "parameters": str(b.parameters),
+                "device": str(b.device), "dtype": str(b.dtype).removeprefix("torch."),
+            })
+
+    def start(self) -> None:
+        for b in self.batchers.values():
+            b.start()
+
+    def stop(self) -> None:
+        for b in self.batchers.values():
+            b.stop()
+
+    def record_latency(self, name: str, seconds: float) -> None:
+        self.recent[name].append((time.monotonic(), seconds))
+
+    def live_percentiles(self, name: str, window_s: float = 300.0) -> dict:
+        cutoff = time.monotonic() - window_s
+        xs = sorted(s for t, s in self.recent[name] if t >= cutoff)
+        if not xs:
+            return {"window_s": window_s, "count": 0, "p50_ms": None, "p95_ms": None}
+
+        def q(p: float) -> float:
+            return round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000, 3)
+
+        return {"window_s": window_s, "count": len(xs), "p50_ms": q(0.5), "p95_ms": q(0.95)}
+
+    async def run(self, name: str, ids: list[list[int]], want_logits: bool, timeout_s: float) -> list[Output]:
+        """Submit a request's inputs and wait for all of them, honouring the deadline."""
+        deadline = time.monotonic() + timeout_s
+        items = self.batchers[name].submit(ids, want_logits, deadline)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return list(await asyncio.gather(*(it.future for it in items)))
+        except TimeoutError:
+            raise DeadlineExceeded(f"no result within the {timeout_s:g} s request deadline") from None
+        finally:
+            for it in items:  # client gone or deadline: the worker skips what is still queued
+                if not it.future.done():
+                    it.cancelled = True
+                    it.future.cancel()

@@ -1,0 +1,136 @@
+"""Request and response bodies. Validation here turns into 422s with readable messages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Inputs = str | list[str]
+
+
+def _check_inputs(v: Inputs) -> list[str]:
+    texts = [v] if isinstance(v, str) else v
+    if not texts:
+        raise ValueError("inputs must not be empty: send a string or a non-empty list of strings")
+    for i, t in enumerate(texts):
+        if not t.strip():
+            raise ValueError(f"inputs[{i}] is empty or whitespace only")
+    return texts
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: Inputs = Field(description="A string or a list of strings")
+    model: str | None = Field(default=None, description="Model name; default: the configured default")
+    truncate: bool = Field(default=True, description="Cut inputs longer than the model's max length; "
+                           "if false such inputs are a 422")
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, v: Inputs) -> Inputs:
+        _check_inputs(v)
+        return v
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+
+
+class ClassifyRequest(_Request):
+    raw_scores: bool = Field(default=False, description="Return logits instead of probabilities")
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    predictions: list[list[LabelScore]] = Field(description="Per input, labels sorted by score")
+
+
+class EmbedRequest(_Request):
+    normalize: bool = True
+    pooling: Literal["mean", "cls"] | None = Field(
+        default=None, description="Default from the checkpoint (sentence-transformers' 1_Pooling), else mean")
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dim: int
+    embeddings: list[list[float]]
+
+
+class CompareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: Inputs
+    task: Literal["classify", "embed"]
+    teacher: str | None = None
+    student: str | None = None
+    truncate: bool = True
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, v: Inputs) -> Inputs:
+        _check_inputs(v)
+        return v
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+
+
+class ModelOutputs(BaseModel):
+    model: str
+    latency_ms: float
+    predictions: list[list[LabelScore]] | None = None
+    embeddings: list[list[float]] | None = None
+
+
+class CompareResponse(BaseModel):
+    task: str
+    teacher: ModelOutputs
+    student: ModelOutputs
+    speedup: float = Field(description="teacher latency / student latency")
+    label_agreement: float | None = Field(default=None, description="Share of inputs with the same top label")
+    cosine: list[float] | None = Field(default=None, description="Per input, student vs teacher embedding")
+    mean_cosine: float | None = None
+
+
+# -- OpenAI-compatible embeddings ------------------------------------------------------
+class OpenAIEmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we ignore (user, ...)
+
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+    user: str | None = None
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class ErrorBody(BaseModel):
+    error: str
+    error_type: Literal["validation", "payload_too_large", "not_found", "unsupported", "overloaded",
+                        "unauthorized", "timeout", "internal"]

@@ -1,0 +1,112 @@
+"""Service settings: one pydantic-settings class, environment prefix DISTIL_.
+
+Models are configured, not hard-coded: a list of named checkpoints with a role.
+From the environment (nested values as JSON):
+
+    DISTIL_MODELS='[{"name":"student","path":"artifacts/student","role":"student"}]'
+
+or from a YAML/JSON file named by DISTIL_CONFIG (environment values win).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["teacher", "student", "other"]
+
+
+class ModelSpec(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+    path: Path
+    role: Role = "other"
+    max_length: int | None = Field(default=None, ge=2, description="default: the model's positions")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTIL_", extra="ignore")
+
+    models: list[ModelSpec] = Field(
+        default_factory=lambda: [
+            ModelSpec(name="student", path=Path("artifacts/student"), role="student"),
+            ModelSpec(name="teacher", path=Path("artifacts/teacher"), role="teacher"),
+        ]
+    )
+    default_model: str | None = None  # None: the first student, else the first model
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp32 on CPU, fp16 on CUDA
+    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "info"
+    access_log: bool = True
+
+    # Dynamic batching, per model. Defaults measured on the 2-core CPU (README).
+    max_batch_size: int = Field(default=32, ge=1)
+    max_batch_tokens: int = Field(default=8192, ge=1)
+    max_wait_ms: float = Field(default=1.0, ge=0)
+    max_padding_ratio: float = Field(default=1.2, ge=1.0)
+    max_queue_size: int = Field(default=1024, ge=1, description="queued inputs per model before 429")
+
+    # Client limits.
+    max_client_batch_size: int = Field(default=64, ge=1)
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+    api_key: str | None = None
+    auth_open_metrics: bool = True  # /health, /ready, /metrics stay open when an api_key is set
+
+    warmup: bool = True
+    graceful_timeout_s: float = Field(default=30.0, ge=0)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _names(self) -> Settings:
+        names = [m.name for m in self.models]
+        if not names:
+            raise ValueError("at least one model must be configured")
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        if self.default_model is not None and self.default_model not in names:
+            raise ValueError(f"default_model {self.default_model!r} is not one of {names}")
+        return self
+
+    @property
+    def default_name(self) -> str:
+        if self.default_model:
+            return self.default_model
+        students = [m.name for m in self.models if m.role == "student"]
+        return students[0] if students else self.models[0].name
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """File values, then DISTIL_* environment, then explicit overrides (e.g. --port)."""
+    config_file = config_file or os.environ.get("DISTIL_CONFIG")
+    file_values = _read_file(Path(config_file)) if config_file else {}
+    env_settings = Settings()  # environment and defaults
+    env_set = {
+        k for k in Settings.model_fields if f"DISTIL_{k.upper()}" in os.environ
+    }
+    values = {**file_values, **{k: getattr(env_settings, k) for k in env_set}, **overrides}
+    return Settings(**values)
