@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 
 import uvicorn
@@ -49,6 +50,10 @@ class Server(uvicorn.Server):
     def handle_exit(self, sig, frame) -> None:
         self._on_exit()
         super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals after shutdown; a completed SIGTERM drain is a
+        # clean stop, so the process exits 0 (what orchestrators expect).
+        if sig == signal.SIGTERM:
+            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 def main(argv: list[str] | None = None) -> None:
