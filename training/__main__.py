@@ -1,0 +1,41 @@
+"""Command line: ``python -m training <command> [--config FILE] [key=value ...]``.
+
+Commands: distill (general distillation, triple loss), finetune, distill-task, evaluate.
+Under ``torchrun --nproc_per_node=N`` the same commands train with DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import DistillConfig, EvaluateConfig, FinetuneConfig, TaskDistillConfig, load_config
+from .tasks import run_distill, run_distill_task, run_evaluate, run_finetune
+
+COMMANDS = {
+    "distill": (DistillConfig, run_distill),
+    "finetune": (FinetuneConfig, run_finetune),
+    "distill-task": (TaskDistillConfig, run_distill_task),
+    "evaluate": (EvaluateConfig, run_evaluate),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="distilbert-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=sorted(COMMANDS))
+    p.add_argument("--config", help="YAML or JSON file with the command's options")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. teacher=path train.lr=1e-4")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    cls, run = COMMANDS[args.command]
+    try:
+        cfg = load_config(cls, args.config, args.overrides)
+    except (ValueError, TypeError) as e:
+        p.error(str(e))
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

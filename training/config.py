@@ -1,0 +1,163 @@
+"""Typed configs for each command, loadable from YAML/JSON with ``key=value`` overrides.
+
+    python -m training distill --config distill.yaml teacher=path train.lr=1e-4
+
+Every config is saved inside each checkpoint and next to the exported model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .trainer import TrainConfig
+
+
+@dataclass
+class DistillConfig:
+    """General (task-agnostic) distillation with the triple loss on raw text."""
+
+    teacher: str = ""
+    corpus: str = ""  # .txt (one text per line) or .csv/.tsv/.jsonl with corpus_column
+    corpus_column: str = "text"
+    max_texts: int | None = None
+    max_length: int = 128
+    eval_fraction: float = 0.02
+    student_layers: int | None = None  # default: half the teacher's
+    layer_map: list[int] | None = None  # default: one layer out of two (0,2,4,7,9,11 for 12 -> 6)
+    fold_token_type: bool = False
+    temperature: float = 2.0
+    alpha_ce: float = 5.0
+    alpha_mlm: float = 2.0
+    alpha_cos: float = 1.0
+    alpha_mse: float = 0.0  # MSE on hidden states
+    alpha_pooled_mse: float = 0.0  # MSE on mean-pooled sentence embeddings
+    alpha_pooled_cos: float = 0.0  # 1 - cos on mean-pooled sentence embeddings
+    cos_layers: list[list[int]] | None = None  # [[student, teacher], ...] hidden-state indices; default last
+    ce_masked_only: bool = False  # L_ce over masked positions only (default: all real tokens)
+    mlm_probability: float = 0.15
+    mlm_smoothing: float | None = None  # 0.7 as in the authors' script
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4, out_dir="runs/distill"))
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tune a checkpoint (base or classifier) on a labeled classification file."""
+
+    model: str = ""
+    train_file: str = ""
+    dev_file: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: list[str] | None = None  # label names in id order; default: sorted names in the file
+    max_length: int = 128
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, out_dir="runs/finetune",
+                                                                   max_grad_norm=1.0, weight_decay=0.01,
+                                                                   adam_betas=(0.9, 0.999), adam_eps=1e-8))
+
+
+@dataclass
+class TaskDistillConfig:
+    """Task distillation: alpha * KL_T * T^2 + (1 - alpha) * CE from a fine-tuned teacher."""
+
+    teacher: str = ""  # a classifier
+    student: str | None = None  # a (generally distilled) student dir; None: init from the teacher
+    student_layers: int | None = None
+    train_file: str = ""
+    dev_file: str | None = None
+    unlabeled_file: str | None = None  # extra text scored by the teacher (KL only)
+    unlabeled_column: str = "text"
+    max_unlabeled: int | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: int = 128
+    alpha: float = 0.5
+    temperature: float = 2.0
+    embed_reference: str | None = None  # keep sentence embeddings close to this model's
+    alpha_embed: float = 0.0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, out_dir="runs/distill-task",
+                                                                   max_grad_norm=1.0, weight_decay=0.01,
+                                                                   adam_betas=(0.9, 0.999), adam_eps=1e-8))
+
+
+@dataclass
+class EvaluateConfig:
+    model: str = ""
+    data_file: str = ""
+    teacher: str | None = None  # also report agreement with this model's predictions
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: int = 128
+    batch_size: int = 64
+    output: str | None = None  # JSON file; always printed
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _convert(value, args[0])
+    if tp is bool:
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"expected a boolean, got {value!r}")
+            return value.lower() in ("true", "1", "yes")
+        return bool(value)
+    if tp in (int, float, str):
+        return tp(value)
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = json.loads(value)
+        return tuple(value) if origin is tuple else list(value)
+    return value
+
+
+def build(cls: type, values: dict[str, Any]) -> Any:
+    """Nested dict -> dataclass, converting types and rejecting unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} option(s) {sorted(unknown)}; known: {sorted(names)}")
+    defaults = cls()
+    kwargs = {}
+    for k, v in values.items():
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):  # nested: start from this command's defaults
+            kwargs[k] = build(tp, {**dataclasses.asdict(getattr(defaults, k)), **v})
+        else:
+            kwargs[k] = _convert(v, tp)
+    return cls(**kwargs)
+
+
+def load_config(cls: type, file: str | Path | None, overrides: list[str]) -> Any:
+    values: dict[str, Any] = {}
+    if file:
+        text = Path(file).read_text()
+        if str(file).endswith((".yaml", ".yml")):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        node = values
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return build(cls, values)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
