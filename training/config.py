@@ -40,6 +40,7 @@ class DistillConfig:
     alpha_pooled_cos: float = 0.0  # 1 - cos on mean-pooled sentence embeddings
     cos_layers: list[list[int]] | None = None  # [[student, teacher], ...] hidden-state indices; default last
     ce_masked_only: bool = False  # L_ce over masked positions only (default: all real tokens)
+    freeze_embeddings: bool = False  # keep the word embeddings copied from the teacher fixed (faster on CPU)
     mlm_probability: float = 0.15
     mlm_smoothing: float | None = None  # 0.7 as in the authors' script
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4, out_dir="runs/distill"))
@@ -56,6 +57,9 @@ class FinetuneConfig:
     label_column: str = "label"
     labels: list[str] | None = None  # label names in id order; default: sorted names in the file
     max_length: int = 128
+    embed_reference: str | None = None  # keep sentence embeddings close to this model's while fine-tuning
+    alpha_embed: float = 0.0
+    freeze_embeddings: bool = False
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, out_dir="runs/finetune",
                                                                    max_grad_norm=1.0, weight_decay=0.01,
                                                                    adam_betas=(0.9, 0.999), adam_eps=1e-8))
@@ -80,6 +84,7 @@ class TaskDistillConfig:
     temperature: float = 2.0
     embed_reference: str | None = None  # keep sentence embeddings close to this model's
     alpha_embed: float = 0.0
+    freeze_embeddings: bool = False
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, out_dir="runs/distill-task",
                                                                    max_grad_norm=1.0, weight_decay=0.01,
                                                                    adam_betas=(0.9, 0.999), adam_eps=1e-8))

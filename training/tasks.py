@@ -48,6 +48,17 @@ def classifier_from(path: str | Path, id2label: dict[int, str]) -> nn.Module:
     return clf
 
 
+def maybe_freeze_embeddings(m: nn.Module, freeze: bool) -> None:
+    if freeze:
+        m.encoder.embeddings.word.weight.requires_grad_(False)
+
+
+def embedding_reference(path: str | None, alpha: float) -> nn.Module | None:
+    if alpha > 0 and not path:
+        raise ValueError("alpha_embed > 0 needs embed_reference (a model whose sentence embeddings to keep)")
+    return model.load(path) if path and alpha > 0 else None
+
+
 def export(student: nn.Module, out: Path, tokenizer: model.Tokenizer, cfg: object,
            pooling_from: str | Path | None = None) -> Path:
     model.save(student, out, tokenizer=tokenizer)
@@ -117,6 +128,7 @@ def run_distill(cfg: DistillConfig) -> dict[str, float]:
     use_mlm_head = teacher_has_mlm and (cfg.alpha_ce > 0 or cfg.alpha_mlm > 0)
     student = init_student(teacher, task="mlm" if use_mlm_head else "base", num_layers=cfg.student_layers,
                            layers=cfg.layer_map, fold_token_type=cfg.fold_token_type)
+    maybe_freeze_embeddings(student, cfg.freeze_embeddings)
     texts = read_texts(cfg.corpus, cfg.corpus_column)[: cfg.max_texts]
     seqs = chunk_corpus(tok, texts, cfg.max_length)
     n_eval = max(1, int(len(seqs) * cfg.eval_fraction))
@@ -256,13 +268,22 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, float]:
     id2label = dict(enumerate(cfg.labels)) if cfg.labels else None
     train, train_ids = _labeled_ids(tok, cfg.train_file, cfg, id2label)
     clf = classifier_from(cfg.model, train.id2label)
+    maybe_freeze_embeddings(clf, cfg.freeze_embeddings)
     dev = _labeled_ids(tok, cfg.dev_file, cfg, train.id2label) if cfg.dev_file else None
     data = SequenceData(train_ids, train.labels, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed)
+    reference = embedding_reference(cfg.embed_reference, cfg.alpha_embed)
+    held: dict = {}
 
     def loss_fn(m, batch, g):
-        logits, _ = m(batch.tensors["input_ids"], batch.tensors["attention_mask"])
+        ids, mask = batch.tensors["input_ids"], batch.tensors["attention_mask"]
+        logits, last = m(ids, mask)
         loss = torch.nn.functional.cross_entropy(logits.float(), batch.tensors["labels"])
-        return loss, {}
+        parts = {"loss_ce": float(loss.detach())}
+        if reference is not None:
+            e = _embed_loss(held, reference, last, ids, mask)
+            parts["loss_embed"] = float(e.detach())
+            loss = loss + cfg.alpha_embed * e
+        return loss, parts
 
     def eval_fn(m):
         if dev is None:
@@ -277,6 +298,16 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, float]:
     return trainer.train()
 
 
+def _embed_loss(held: dict, reference: nn.Module, last: torch.Tensor, ids: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+    """Embedding preservation: 1 - cos(student's mean-pooled embedding, the reference's)."""
+    if "reference" not in held:
+        held["reference"] = frozen(reference, ids.device)
+    with torch.no_grad():
+        r = mean_pool(held["reference"].encoder(ids, mask), mask)
+    return losses.pooled_cosine(mean_pool(last, mask), r)
+
+
 def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
     tr = cfg.train
     teacher = model.load(cfg.teacher)
@@ -288,6 +319,7 @@ def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
         student = classifier_from(cfg.student, id2label)
     else:
         student = init_student(teacher, task="classification", num_layers=cfg.student_layers)
+    maybe_freeze_embeddings(student, cfg.freeze_embeddings)
     train, train_ids = _labeled_ids(tok, cfg.train_file, cfg, id2label)
     dev = _labeled_ids(tok, cfg.dev_file, cfg, id2label) if cfg.dev_file else None
     seqs, labels = list(train_ids), list(train.labels)
@@ -298,26 +330,20 @@ def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
         labels += [-100] * len(extra_ids)  # no label: the teacher's soft targets alone
         log.info("task distillation: %d labeled + %d unlabeled texts", len(train_ids), len(extra_ids))
     data = SequenceData(seqs, labels, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed)
-    reference = model.load(cfg.embed_reference) if cfg.embed_reference and cfg.alpha_embed > 0 else None
-    if cfg.alpha_embed > 0 and reference is None:
-        raise ValueError("alpha_embed > 0 needs embed_reference (a model whose sentence embeddings to keep)")
+    reference = embedding_reference(cfg.embed_reference, cfg.alpha_embed)
     held: dict = {}
 
     def loss_fn(m, batch, g):
         ids, mask = batch.tensors["input_ids"], batch.tensors["attention_mask"]
         if "teacher" not in held:
             held["teacher"] = frozen(teacher, ids.device)
-            if reference is not None:
-                held["reference"] = frozen(reference, ids.device)
         with torch.no_grad():
             t_logits = held["teacher"](ids, mask)
         s_logits, s_last = m(ids, mask)
         loss = losses.task_distillation(s_logits, t_logits, batch.tensors["labels"], cfg.alpha, cfg.temperature)
         parts = {"loss_task": float(loss.detach())}
         if reference is not None:
-            with torch.no_grad():
-                r = mean_pool(held["reference"].encoder(ids, mask), mask)
-            e = losses.pooled_cosine(mean_pool(s_last, mask), r)
+            e = _embed_loss(held, reference, s_last, ids, mask)
             parts["loss_embed"] = float(e.detach())
             loss = loss + cfg.alpha_embed * e
         return loss, parts

@@ -1,0 +1,82 @@
+"""Loaders for the real data: the movie-review sentiment set and the news corpus.
+
+Splits are deterministic functions of each record's id (SHA-256), so every machine gets
+the same train/dev/test and the same held-out news articles.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from pathlib import Path
+
+csv.field_size_limit(1 << 24)
+
+SENTIMENT_FILE = "movieReviewSnippets_GroundTruth.txt"
+NEWS_FILE = "NewsArticles.csv"
+LABELS = {0: "negative", 1: "positive"}
+
+
+def bucket(key: str, n: int = 10) -> int:
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % n
+
+
+def split_of(key: str) -> str:
+    """80/10/10 by hash of the id."""
+    b = bucket(key)
+    return "train" if b < 8 else ("dev" if b == 8 else "test")
+
+
+def load_sentiment(folder: str | Path) -> dict[str, list[tuple[str, int]]]:
+    """{split: [(text, label)]}: score > 0 positive (1), < 0 negative (0), 0 dropped."""
+    path = Path(folder) / SENTIMENT_FILE
+    out: dict[str, list[tuple[str, int]]] = {"train": [], "dev": [], "test": []}
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(rows)
+        if [h.strip() for h in header[:3]] != ["id", "sentiment", "text"]:
+            raise ValueError(f"{path}: unexpected header {header}")
+        for row in rows:
+            if len(row) < 3:
+                continue
+            rid, score, text = row[0].strip(), float(row[1]), "\t".join(row[2:]).strip()
+            if score == 0 or not text:
+                continue
+            out[split_of(rid)].append((text, 1 if score > 0 else 0))
+    return out
+
+
+def write_splits(data: dict[str, list[tuple[str, int]]], out_dir: str | Path) -> dict[str, Path]:
+    """TSV files (text, label name) that ``python -m training finetune`` reads."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, rows in data.items():
+        p = out_dir / f"{split}.tsv"
+        with p.open("w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f, delimiter="\t")
+            w.writerow(["text", "label"])
+            w.writerows((t, LABELS[y]) for t, y in rows)
+        paths[split] = p
+    return paths
+
+
+_SENT_END = re.compile(r"(?<=[.!?])\s+(?=[\"'A-Z0-9])")
+
+
+def load_news(folder: str | Path) -> dict[str, list[str]]:
+    """{"train": paragraphs, "heldout": sentences}: 95/5 split by article id."""
+    path = Path(folder) / NEWS_FILE
+    train, held = [], []
+    with path.open(encoding="utf-8", newline="") as f:
+        for rec in csv.DictReader(f):
+            text = " ".join(p for p in (rec.get("title"), rec.get("subtitle")) if p) + "\n" + (rec.get("text") or "")
+            paragraphs = [re.sub(r"\s+", " ", p).strip() for p in text.split("\n")]
+            paragraphs = [p for p in paragraphs if len(p) > 40]
+            if bucket("news:" + rec["article_id"], 20) == 0:
+                for p in paragraphs:
+                    held += [s for s in _SENT_END.split(p) if 30 <= len(s) <= 300]
+            else:
+                train += paragraphs
+    return {"train": train, "heldout": held}
