@@ -1,0 +1,237 @@
+"""Teacher vs student through the real service: ``python -m bench`` / ``distilbert-bench``.
+
+    python -m bench sweep --start-server --models-dir artifacts   # what `make bench` runs
+    python -m bench sweep --url http://127.0.0.1:8000              # against a running service
+    python -m bench load --url http://127.0.0.1:8000 --model student --endpoint /classify --concurrency 8
+    python -m bench load --url ... --model teacher --rate 20        # open loop, Poisson arrivals
+    python -m bench report --results bench/results/bench.json --readme README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import httpx
+from tqdm.auto import tqdm
+
+from . import env, profiles
+from .loadgen import Level, run_level
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(models_dir: Path, port: int, extra_env: dict | None = None) -> subprocess.Popen:
+    models = [{"name": "student", "path": str(models_dir / "student"), "role": "student"},
+              {"name": "teacher", "path": str(models_dir / "teacher"), "role": "teacher"}]
+    env_vars = {**os.environ, "DISTIL_MODELS": json.dumps(models), **(extra_env or {})}
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-server-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+                            env=env_vars, stdout=log, stderr=subprocess.STDOUT)
+    print(f"[bench] service started, pid {proc.pid}, log {log.name}", file=sys.stderr)
+    return proc
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the service exited with code {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} not ready after {timeout}s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGTERM)  # by PID: graceful drain, exit 0
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    print(f"[bench] service pid {proc.pid} stopped (exit {proc.returncode})", file=sys.stderr)
+
+
+def _counter(info: dict):
+    """Token counts with a served model's tokenizer when its files are local, else words × 1.3."""
+    for m in info.get("models", []):
+        if m.get("path") and Path(m["path"]).is_dir():
+            import model
+
+            tok = model.Tokenizer.from_dir(m["path"])
+            return tok.count_tokens
+    return lambda texts: [int(len(t.split()) * 1.3) + 2 for t in texts]
+
+
+def padding_from_metrics(text: str) -> dict[str, float]:
+    sums, counts = {}, {}
+    for line in text.splitlines():
+        for kind, store in (("distil_padding_ratio_sum{", sums), ("distil_padding_ratio_count{", counts)):
+            if line.startswith(kind):
+                labels, value = line[len(kind):].split("} ")
+                name = dict(p.split("=") for p in labels.split(","))["model"].strip('"')
+                store[name] = float(value)
+    return {k: sums[k] / counts[k] for k in sums if counts.get(k)}
+
+
+SWEEPS = {
+    # (profiles, concurrencies) per endpoint; open-loop rates as fractions of closed-loop capacity
+    "default": {"closed": [("/classify", ("short", "mixed", "long"), (1, 8, 32)),
+                           ("/embed", ("short", "mixed"), (1, 32))],
+                "open": [("/classify", "mixed", (0.5, 0.9))],
+                "requests": 400, "duration_s": 6.0, "inprocess_s": 6.0},
+    "quick": {"closed": [("/classify", ("short",), (1, 4)), ("/embed", ("mixed",), (1,))],
+              "open": [("/classify", "short", (0.5,))],
+              "requests": 40, "duration_s": 0.5, "inprocess_s": 0.5},
+}
+
+
+def sweep(args: argparse.Namespace) -> dict:
+    proc = None
+    url = args.url
+    if args.start_server:
+        port = args.port or _free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = start_server(Path(args.models_dir), port)
+    try:
+        wait_ready(url, proc)
+        info = httpx.get(f"{url}/info", timeout=10).json()
+        plan = SWEEPS[args.sweep]
+        texts, source = profiles.source_texts()
+        count = _counter(info)
+        inputs = {p: profiles.build(p, texts, count, n=512, seed=args.seed) for p in profiles.PROFILES}
+        models = [m for m in info["models"] if not args.models or m["name"] in args.models]
+        levels = []
+        for m in models:
+            for endpoint, profs, concs in plan["closed"]:
+                if endpoint == "/classify" and not m["labels"]:
+                    continue
+                for prof in profs:
+                    for c in concs:
+                        levels.append(Level(m["name"], endpoint, prof, "closed", concurrency=c,
+                                            requests=plan["requests"], duration_s=plan["duration_s"]))
+        results = []
+        bar = tqdm(total=len(levels) + len(models) * sum(len(r) for _, _, r in plan["open"]), desc="bench",
+                   unit="level")
+        for lv in levels:
+            s = asyncio.run(run_level(url, lv, inputs[lv.profile], seed=args.seed))
+            results.append(asdict(s))
+            bar.set_postfix(model=lv.model, c=lv.concurrency, p50=f"{s.latency_ms['p50']:.1f}ms")
+            bar.update(1)
+        # Open loop at fractions of each model's measured closed-loop capacity.
+        for m in models:
+            for endpoint, prof, fractions in plan["open"]:
+                cap = max((r["requests_per_s"] for r in results if r["level"]["model"] == m["name"]
+                           and r["level"]["endpoint"] == endpoint and r["level"]["profile"] == prof), default=0)
+                if not cap:
+                    bar.update(len(fractions))
+                    continue
+                for f in fractions:
+                    lv = Level(m["name"], endpoint, prof, "open", concurrency=0, rate=round(cap * f, 2),
+                               requests=plan["requests"], duration_s=plan["duration_s"])
+                    s = asyncio.run(run_level(url, lv, inputs[prof], seed=args.seed))
+                    results.append(asdict(s))
+                    bar.update(1)
+        bar.close()
+        metrics_text = httpx.get(f"{url}/metrics", timeout=10).text
+        environment = env.capture(info)
+    finally:
+        if proc is not None:
+            stop_server(proc)
+    # In-process: the same models and inputs without HTTP (after the service stopped: no contention).
+    from app.settings import ModelSpec
+
+    inproc = []
+    for m in models:
+        spec = ModelSpec(name=m["name"], path=Path(m["path"]), role=m["role"])
+        endpoints = {lv.endpoint for lv in levels if lv.model == m["name"]}
+        for prof in sorted({lv.profile for lv in levels if lv.model == m["name"]}):
+            for c in sorted({lv.concurrency for lv in levels if lv.model == m["name"] and lv.profile == prof}):
+                from .inprocess import measure
+
+                r = measure(spec, info["models"][0]["device"], inputs[prof], c, max_seconds=plan["inprocess_s"])
+                r.update(profile=prof, endpoints=sorted(endpoints))
+                inproc.append(r)
+    out = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "url": url, "sweep": args.sweep, "texts": source,
+           "environment": environment, "results": results, "inprocess": inproc,
+           "padding_ratio": padding_from_metrics(metrics_text)}
+    from . import report
+
+    report.write_all(out, Path(args.out), readme=Path(args.readme) if args.readme else None,
+                     accuracy=Path(args.accuracy) if args.accuracy else None)
+    return out
+
+
+def load(args: argparse.Namespace) -> None:
+    info = httpx.get(f"{args.url}/info", timeout=10).json()
+    texts, _ = profiles.source_texts()
+    inputs = profiles.build(args.profile, texts, _counter(info), n=512, seed=args.seed)
+    lv = Level(args.model, args.endpoint, args.profile, "open" if args.rate else "closed",
+               concurrency=args.concurrency, rate=args.rate, requests=args.requests, duration_s=args.duration)
+    s = asyncio.run(run_level(args.url, lv, inputs, seed=args.seed))
+    print(json.dumps(asdict(s), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="distilbert-bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    sw = sub.add_parser("sweep", help="teacher vs student across loads, with report and plots")
+    sw.add_argument("--url", default="http://127.0.0.1:8000")
+    sw.add_argument("--start-server", action="store_true", help="start the service on 127.0.0.1, stop it by PID")
+    sw.add_argument("--models-dir", default="artifacts")
+    sw.add_argument("--port", type=int)
+    sw.add_argument("--models", nargs="*", help="only these model names")
+    sw.add_argument("--sweep", choices=sorted(SWEEPS), default="default")
+    sw.add_argument("--out", default="bench/results")
+    sw.add_argument("--readme", help="write the 'Teacher vs student' section into this README")
+    sw.add_argument("--accuracy", default="artifacts/results.json", help="real-distillation results, if present")
+    sw.add_argument("--seed", type=int, default=0)
+    ld = sub.add_parser("load", help="one load level")
+    ld.add_argument("--url", default="http://127.0.0.1:8000")
+    ld.add_argument("--model", required=True)
+    ld.add_argument("--endpoint", default="/classify", choices=["/classify", "/embed", "/v1/embeddings"])
+    ld.add_argument("--profile", default="short", choices=profiles.PROFILES)
+    ld.add_argument("--concurrency", type=int, default=1)
+    ld.add_argument("--rate", type=float, help="open loop: requests/s with Poisson arrivals")
+    ld.add_argument("--requests", type=int, default=200)
+    ld.add_argument("--duration", type=float, default=10.0)
+    ld.add_argument("--seed", type=int, default=0)
+    rp = sub.add_parser("report", help="rewrite the Markdown, plots and README section from a JSON file")
+    rp.add_argument("--results", default="bench/results/bench.json")
+    rp.add_argument("--out", default="bench/results")
+    rp.add_argument("--readme")
+    rp.add_argument("--accuracy", default="artifacts/results.json")
+    args = p.parse_args(argv)
+    if args.command == "sweep":
+        sweep(args)
+    elif args.command == "load":
+        load(args)
+    else:
+        from . import report
+
+        data = json.loads(Path(args.results).read_text())
+        report.write_all(data, Path(args.out), readme=Path(args.readme) if args.readme else None,
+                         accuracy=Path(args.accuracy) if args.accuracy else None)
+
+
+if __name__ == "__main__":
+    main()

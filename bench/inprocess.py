@@ -1,0 +1,40 @@
+"""The same models and inputs without HTTP or the batching engine: the raw model cost,
+so a report shows the service overhead next to it."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from app.backend import ModelBackend
+from app.settings import ModelSpec
+
+
+def measure(spec: ModelSpec, device: str, inputs: list[tuple[list[str], int]], concurrency: int,
+            max_requests: int = 200, max_seconds: float = 8.0) -> dict:
+    """Concurrency 1: tokenize + forward per request. Concurrency N: the next N requests as one
+    batch (no sorting), i.e. what perfect batching of N simultaneous clients could do."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    backend = ModelBackend(spec, dev, torch.float16 if dev.type == "cuda" else torch.float32)
+    want_logits = backend.can_classify
+    backend.warmup(min(concurrency, 32))
+    lat, n_inputs, tokens = [], 0, 0
+    t0 = time.perf_counter()
+    i = 0
+    while i < max_requests and time.perf_counter() - t0 < max_seconds:
+        group = inputs[i % len(inputs): i % len(inputs) + concurrency] or inputs[:concurrency]
+        texts = [t for texts, _ in group for t in texts]
+        s = time.perf_counter()
+        ids = backend.tokenize(texts)
+        backend.forward(ids, want_logits)
+        lat.append((time.perf_counter() - s) * 1000)
+        n_inputs += len(texts)
+        tokens += sum(min(len(x), backend.max_length) for x in ids)
+        i += len(group)
+    elapsed = time.perf_counter() - t0
+    return {"model": spec.name, "concurrency": concurrency, "batches": len(lat),
+            "batch_p50_ms": statistics.median(lat), "inputs_per_s": n_inputs / elapsed,
+            "tokens_per_s": tokens / elapsed}

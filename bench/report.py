@@ -1,0 +1,210 @@
+"""Benchmark report: JSON, a Markdown table, three PNG plots, and the README's
+"Teacher vs student" section, all generated from one run's results."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _find(data: dict, model: str, endpoint: str, profile: str, c: int) -> dict | None:
+    for r in data["results"]:
+        lv = r["level"]
+        if (lv["model"], lv["endpoint"], lv["profile"], lv["mode"], lv["concurrency"]) == (model, endpoint, profile,
+                                                                                            "closed", c):
+            return r
+    return None
+
+
+def _inproc(data: dict, model: str, profile: str, c: int) -> dict | None:
+    return next((r for r in data["inprocess"] if (r["model"], r["profile"], r["concurrency"]) == (model, profile, c)),
+                None)
+
+
+def roles(data: dict) -> dict[str, str]:
+    models = data["environment"].get("service", {}).get("models", [])
+    return {m["role"]: m["name"] for m in models if m["role"] in ("teacher", "student")}
+
+
+def summary(data: dict) -> dict:
+    """The numbers the targets are about: /classify, single short sentences."""
+    r = roles(data)
+    out: dict = {"per_model": {}}
+    concs = sorted({x["level"]["concurrency"] for x in data["results"] if x["level"]["mode"] == "closed"})
+    hi = max(concs) if concs else 1
+    out["high_concurrency"] = hi
+    for role, name in r.items():
+        c1, chi = _find(data, name, "/classify", "short", 1), _find(data, name, "/classify", "short", hi)
+        i1, ihi = _inproc(data, name, "short", 1), _inproc(data, name, "short", hi)
+        d = {}
+        if c1:
+            d["p50_c1_ms"] = c1["latency_ms"]["p50"]
+        if chi:
+            d["inputs_per_s_chi"] = chi["inputs_per_s"]
+        if c1 and i1:
+            d["raw_c1_ms"] = i1["batch_p50_ms"]
+            d["overhead_c1_ms"] = c1["latency_ms"]["p50"] - i1["batch_p50_ms"]
+        if chi and ihi:
+            d["raw_inputs_per_s_chi"] = ihi["inputs_per_s"]
+            d["service_over_raw_chi"] = chi["inputs_per_s"] / ihi["inputs_per_s"]
+        d["padding_ratio"] = data.get("padding_ratio", {}).get(name)
+        out["per_model"][role] = d
+    t, s = out["per_model"].get("teacher", {}), out["per_model"].get("student", {})
+    if "p50_c1_ms" in t and "p50_c1_ms" in s:
+        out["student_over_teacher_p50_c1"] = s["p50_c1_ms"] / t["p50_c1_ms"]
+    if "inputs_per_s_chi" in t and "inputs_per_s_chi" in s:
+        out["student_over_teacher_throughput_chi"] = s["inputs_per_s_chi"] / t["inputs_per_s_chi"]
+    return out
+
+
+def markdown_table(data: dict) -> str:
+    lines = ["| model | endpoint | profile | load | req/s | inputs/s | tokens/s | p50 | p90 | p95 | p99 | max "
+             "| server queue / tok / infer (ms) | errors |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in data["results"]:
+        lv, lat, sv = r["level"], r["latency_ms"], r["server_ms"]
+        load = f"c={lv['concurrency']}" if lv["mode"] == "closed" else f"{lv['rate']:.1f} req/s open"
+        errs = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "0"
+        lines.append(f"| {lv['model']} | {lv['endpoint']} | {lv['profile']} | {load} | {r['requests_per_s']:.1f} "
+                     f"| {r['inputs_per_s']:.1f} | {r['tokens_per_s']:.0f} | {lat['p50']:.1f} | {lat['p90']:.1f} "
+                     f"| {lat['p95']:.1f} | {lat['p99']:.1f} | {lat['max']:.1f} "
+                     f"| {sv['queue_ms']:.1f} / {sv['tokenization_ms']:.1f} / {sv['inference_ms']:.1f} | {errs} |")
+    lines += ["", "In-process (same models and inputs, no HTTP, no batching engine):", "",
+              "| model | profile | batch | batch p50 (ms) | inputs/s |", "|---|---|---:|---:|---:|"]
+    for r in data["inprocess"]:
+        lines.append(f"| {r['model']} | {r['profile']} | {r['concurrency']} | {r['batch_p50_ms']:.1f} "
+                     f"| {r['inputs_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None, f: str = ".2f") -> str:
+    return "–" if x is None else format(x, f)
+
+
+def teacher_vs_student(data: dict, accuracy: dict | None) -> str:
+    s = summary(data)
+    e = data["environment"]
+    hi = s["high_concurrency"]
+    machine = f"{e['cpu']}, {e['cores']} cores, {e['torch_threads']} torch threads"
+    if e.get("gpu"):
+        machine += f", GPU {e['gpu']}"
+    pm = s["per_model"]
+    lines = [f"Measured by `make bench` on {data['created']}: {machine}; torch {e['torch']}; "
+             f"texts: {data['texts']}. Single-sentence `/classify` requests through HTTP.", "",
+             "| | teacher | student | student / teacher |", "|---|---:|---:|---:|"]
+
+    def row(label: str, key: str, f: str = ".1f", ratio: str | None = None) -> None:
+        t, st = pm.get("teacher", {}).get(key), pm.get("student", {}).get(key)
+        r = s.get(ratio) if ratio else (st / t if t and st else None)
+        lines.append(f"| {label} | {_fmt(t, f)} | {_fmt(st, f)} | {_fmt(r, '.2f')} |")
+
+    row("p50 latency at concurrency 1 (ms)", "p50_c1_ms", ratio="student_over_teacher_p50_c1")
+    row(f"throughput at concurrency {hi} (inputs/s)", "inputs_per_s_chi", ratio="student_over_teacher_throughput_chi")
+    row("raw forward at batch 1, in-process (ms)", "raw_c1_ms")
+    row("service overhead at concurrency 1 (ms, HTTP p50 − in-process p50)", "overhead_c1_ms")
+    row(f"service / in-process throughput at concurrency {hi}", "service_over_raw_chi", ".2f")
+    row("padded / real tokens over the run", "padding_ratio", ".3f")
+    if accuracy:
+        m = accuracy["models"]
+        lines.append(f"| test accuracy, movie-review sentiment (`make models`) | {100 * m['teacher']['accuracy']:.2f}% "
+                     f"| {100 * m['student']['accuracy']:.2f}% | {m['student']['retention']:.3f} |")
+        tp, sp = m["teacher"]["parameters"], m["student"]["parameters"]
+        lines.append(f"| parameters | {tp / 1e6:.1f}M | {sp / 1e6:.1f}M "
+                     f"| {sp / tp:.2f} |")
+    lines += ["", "![latency vs load](bench/results/latency.png) ![throughput](bench/results/throughput.png) "
+              "![speed-up](bench/results/speedup.png)", "",
+              "Every level, the server-side split and the in-process numbers: `bench/results/bench.md`."]
+    return "\n".join(lines)
+
+
+def plots(data: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = roles(data)
+    colors = {"teacher": "tab:blue", "student": "tab:orange"}
+
+    def series(name: str, profile: str = "short"):
+        pts = sorted((x["level"]["concurrency"], x) for x in data["results"]
+                     if x["level"]["model"] == name and x["level"]["endpoint"] == "/classify"
+                     and x["level"]["profile"] == profile and x["level"]["mode"] == "closed")
+        return [c for c, _ in pts], [x for _, x in pts]
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for role, name in r.items():
+        cs, xs = series(name)
+        for q, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
+            ax.plot(cs, [x["latency_ms"][q] for x in xs], style, marker="o", color=colors[role], label=f"{role} {q}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("/classify latency vs load (single sentences)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "latency.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for role, name in r.items():
+        cs, xs = series(name)
+        ax.plot(cs, [x["inputs_per_s"] for x in xs], marker="o", color=colors[role], label=f"{role} via HTTP")
+        raw = [(c, _inproc(data, name, "short", c)) for c in cs]
+        ax.plot([c for c, v in raw if v], [v["inputs_per_s"] for _, v in raw if v], "--", color=colors[role],
+                alpha=0.6, label=f"{role} in-process")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent clients (in-process: batch size)")
+    ax.set_ylabel("inputs / s")
+    ax.set_title("/classify throughput vs concurrency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    if "teacher" in r and "student" in r:
+        for profile, style in (("short", "-"), ("mixed", "--"), ("long", ":")):
+            ct, xt = series(r["teacher"], profile)
+            cs_, xs_ = series(r["student"], profile)
+            common = sorted(set(ct) & set(cs_))
+            if not common:
+                continue
+            t_by, s_by = dict(zip(ct, xt, strict=True)), dict(zip(cs_, xs_, strict=True))
+            ax.plot(common, [s_by[c]["inputs_per_s"] / t_by[c]["inputs_per_s"] for c in common], style, marker="o",
+                    color="tab:green", label=f"throughput ratio ({profile})")
+            ax.plot(common, [t_by[c]["latency_ms"]["p50"] / s_by[c]["latency_ms"]["p50"] for c in common], style,
+                    marker="s", color="tab:purple", label=f"p50 latency ratio ({profile})")
+    ax.axhline(1.8, color="gray", lw=0.8, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("student speed-up over teacher (×)")
+    ax.set_title("Student speed-up vs load")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "speedup.png")
+    plt.close(fig)
+
+
+def write_all(data: dict, out: Path, readme: Path | None = None, accuracy: Path | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    data["summary"] = summary(data)
+    (out / "bench.json").write_text(json.dumps(data, indent=2) + "\n")
+    acc = json.loads(accuracy.read_text()) if accuracy and accuracy.is_file() else None
+    section = teacher_vs_student(data, acc)
+    (out / "bench.md").write_text("# Benchmark\n\n" + section + "\n\n## Every level\n\n" + markdown_table(data) + "\n")
+    plots(data, out)
+    if readme is not None:
+        text = readme.read_text()
+        if START not in text:
+            raise SystemExit(f"{readme} has no {START} ... {END} markers")
+        readme.write_text(re.sub(re.escape(START) + r".*?" + re.escape(END),
+                                 lambda _: f"{START}\n{section}\n{END}", text, flags=re.S))
+    print(section)

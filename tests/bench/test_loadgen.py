@@ -1,0 +1,126 @@
+"""The load generator's statistics against a fake server with known delays, and a smoke run of
+the whole sweep against the real app with tiny models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bench.loadgen import Level, percentile, run_level
+
+LOCK = asyncio.Lock()
+
+
+async def fake_classify(request):
+    body = await request.json()
+    text = body["inputs"][0]
+    if text == "err":
+        return JSONResponse({"error": "x", "error_type": "overloaded"}, status_code=503)
+    if text.startswith("serial"):
+        async with LOCK:  # one at a time: a saturated server
+            await asyncio.sleep(0.05)
+    else:
+        await asyncio.sleep(int(text[1:]) / 1000)
+    return JSONResponse({"ok": True}, headers={"x-queue-time": "1.5", "x-inference-time": "2.5",
+                                              "x-tokenization-time": "0.5", "x-total-time": "4.5"})
+
+
+@pytest.fixture(scope="module")
+def fake_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = Starlette(routes=[Route("/classify", fake_classify, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    while not server.started:
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    t.join(5)
+
+
+def test_percentile_interpolates():
+    xs = list(range(1, 101))
+    assert percentile(xs, 50) == pytest.approx(50.5)
+    assert percentile(xs, 90) == pytest.approx(90.1)
+    assert percentile([3.0], 99) == 3.0
+
+
+def test_closed_loop_percentiles_match_known_delays(fake_url):
+    delays = [10 * (i % 10 + 1) for i in range(100)]  # 10..100 ms, uniform
+    inputs = [([f"d{d}"], 3) for d in delays]
+    lv = Level("m", "/classify", "short", "closed", concurrency=10, requests=100, duration_s=30, warmup_requests=2)
+    s = asyncio.run(run_level(fake_url, lv, inputs))
+    assert s.ok == 100 and s.errors == {}
+    # Known: p50 of 10..100 is 55 ms, p90 is 91 ms; the client and HTTP add a little.
+    assert 54 <= s.latency_ms["p50"] <= 66
+    assert 90 <= s.latency_ms["p90"] <= 110
+    assert 100 <= s.latency_ms["max"] <= 140
+    assert s.server_ms["queue_ms"] == 1.5 and s.server_ms["inference_ms"] == 2.5
+    assert s.tokens_per_s == pytest.approx(3 * s.inputs_per_s)
+
+
+def test_errors_are_counted_by_status(fake_url):
+    inputs = [(["err"], 1) if i % 4 == 0 else (["d1"], 1) for i in range(40)]
+    lv = Level("m", "/classify", "short", "closed", concurrency=4, requests=40, duration_s=30, warmup_requests=0)
+    s = asyncio.run(run_level(fake_url, lv, inputs))
+    assert s.sent == 40 and s.ok == 30 and s.errors == {"503": 10}
+
+
+def test_connection_errors_are_counted_not_dropped():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens here
+    lv = Level("m", "/classify", "short", "closed", concurrency=2, requests=6, duration_s=10, warmup_requests=0)
+    s = asyncio.run(run_level(f"http://127.0.0.1:{port}", lv, [(["d1"], 1)]))
+    assert s.sent == 6 and s.ok == 0 and s.errors == {"ConnectError": 6}
+
+
+def test_open_loop_arrival_rate_and_no_coordinated_omission(fake_url):
+    lv = Level("m", "/classify", "short", "open", rate=50, requests=1000, duration_s=3, warmup_requests=0)
+    s = asyncio.run(run_level(fake_url, lv, [(["d5"], 1)], seed=1))
+    assert 110 <= s.sent <= 190  # Poisson, 50/s for 3 s
+    assert s.offered_rate == pytest.approx(50, rel=0.2)
+    # A server that does 20 req/s, offered 40 req/s for 1 s: requests queue, and the open loop
+    # reports it (latency from the scheduled start), where a closed loop would not.
+    lv = Level("m", "/classify", "short", "open", rate=40, requests=1000, duration_s=1, warmup_requests=0)
+    s = asyncio.run(run_level(fake_url, lv, [(["serial"], 1)], seed=2))
+    assert s.latency_ms["p99"] > 600
+    lv = Level("m", "/classify", "short", "closed", concurrency=1, requests=20, duration_s=30, warmup_requests=0)
+    closed = asyncio.run(run_level(fake_url, lv, [(["serial"], 1)]))
+    assert closed.latency_ms["p99"] < 120
+
+
+@pytest.mark.slow
+def test_smoke_sweep_against_the_real_app(tmp_path):
+    from bench.__main__ import main
+    from tests.fixtures import tiny_pair
+
+    tiny_pair(tmp_path / "models")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- bench:start -->\nold\n<!-- bench:end -->\n")
+    t0 = time.monotonic()
+    main(["sweep", "--start-server", "--models-dir", str(tmp_path / "models"), "--sweep", "quick",
+          "--out", str(tmp_path / "out"), "--readme", str(readme), "--accuracy", str(tmp_path / "none.json")])
+    assert time.monotonic() - t0 < 60
+    data = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert {r["level"]["model"] for r in data["results"]} == {"teacher", "student"}
+    assert any(r["level"]["mode"] == "open" for r in data["results"])
+    assert all(r["ok"] > 0 and not r["errors"] for r in data["results"])
+    assert data["inprocess"] and data["environment"]["cores"] >= 1 and data["padding_ratio"]
+    for png in ("latency.png", "throughput.png", "speedup.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "out" / "bench.md").read_text()
+    assert "| student | /classify | short | c=1 |" in md
+    assert "p50 latency at concurrency 1" in readme.read_text() and "old" not in readme.read_text()
