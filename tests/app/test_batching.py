@@ -84,7 +84,7 @@ def test_multi_input_request_matches_single_inputs(client):
 
 
 def test_flood_gets_429_with_retry_after_and_no_5xx(ckpts):
-    settings = make_settings(ckpts, max_queue_size=8, max_batch_size=4, max_wait_ms=0.0)
+    settings = make_settings(ckpts, max_queue_size=8, max_client_batch_size=8, max_batch_size=4, max_wait_ms=0.0)
     bodies = [{"inputs": _texts(4, seed=i), "model": "teacher"} for i in range(150)]
 
     async def flood():
