@@ -64,6 +64,12 @@ serve: install $(ARTIFACTS)/results.json
 report: install
 	$(PY) -m training.report --results $(ARTIFACTS)/results.json
 
+# Teacher vs student through the real service: starts it on 127.0.0.1, runs the default sweep
+# (under 10 minutes on a 2-core CPU), stops it by PID, writes bench/results/ and the README section.
+bench: install $(ARTIFACTS)/results.json
+	$(PY) -m bench sweep --start-server --models-dir $(ARTIFACTS) --out bench/results --readme README.md \
+	  --accuracy $(ARTIFACTS)/results.json
+
 bench-model: install
 	$(PY) bench/model_speed.py --json bench/results/model_speed.json
 

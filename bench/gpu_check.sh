@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One script for a CUDA machine (<= 8 minutes): parity tests on the GPU, the model-speed and
+# training-speed benchmarks, and a short service sweep. Results go to the folder given.
+#   bash bench/gpu_check.sh OUT_DIR
+set -uo pipefail
+OUT=${1:?usage: bench/gpu_check.sh OUT_DIR}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+export PYTHONUNBUFFERED=1
+log() { echo "[gpu_check] $*" | tee -a "$OUT/summary.txt"; }
+
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  log "no CUDA device visible to torch: nothing to check"; exit 1
+fi
+"$PY" -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))" | tee "$OUT/device.txt"
+
+log "1/4 parity on the GPU (tests/model/test_gpu.py)"
+timeout 180 "$PY" -m pytest tests/model/test_gpu.py -q -p no:cacheprovider 2>&1 | tee "$OUT/parity.txt" | tail -3
+log "parity exit ${PIPESTATUS[0]}"
+
+log "2/4 model speed (float32, then float16)"
+timeout 120 "$PY" bench/model_speed.py --device cuda --repeats 20 --json "$OUT/model_speed_fp32.json" \
+  2>&1 | tee "$OUT/model_speed_fp32.md" | tail -6
+timeout 90 "$PY" bench/model_speed.py --device cuda --dtype float16 --repeats 20 --json "$OUT/model_speed_fp16.json" \
+  2>&1 | tee "$OUT/model_speed_fp16.md" | tail -6
+
+log "3/4 training speed (bf16 autocast)"
+timeout 90 "$PY" bench/train_speed.py --device cuda --batch 32 --length 128 --steps 5 \
+  --json "$OUT/train_speed.json" 2>&1 | tee "$OUT/train_speed.md" | tail -5
+
+log "4/4 short service sweep on the GPU"
+MODELS=artifacts
+if [ ! -f artifacts/student/config.json ]; then
+  MODELS="$OUT/tiny"
+  "$PY" -c "from pathlib import Path; from tests.fixtures import tiny_pair; tiny_pair(Path('$MODELS'))"
+fi
+DISTIL_DEVICE=cuda timeout 150 "$PY" -m bench sweep --start-server --models-dir "$MODELS" --sweep quick \
+  --out "$OUT/sweep" 2>&1 | tail -15 | tee -a "$OUT/summary.txt"
+log "done: $OUT"
