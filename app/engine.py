@@ -291,7 +291,9 @@ class Engine:
         except TimeoutError:
             raise DeadlineExceeded(f"no result within the {timeout_s:g} s request deadline") from None
         finally:
-            for it in items:  # client gone or deadline: the worker skips what is still queued
-                if not it.future.done():
+            # Client gone or deadline: the worker skips what is still queued. (gather has
+            # already cancelled the futures when the request itself was cancelled.)
+            for it in items:
+                if not it.future.done() or it.future.cancelled():
                     it.cancelled = True
                     it.future.cancel()

@@ -115,3 +115,46 @@ def test_sigterm_under_load_completes_accepted_requests(ckpts, tmp_path):
     access = [ln for ln in lines if ln.get("logger") == "app.access" and ln.get("path") == "/embed"]
     assert len(access) == 16 and all(a["status"] == 200 and a["request_id"] for a in access)
     assert all({"tokens", "inputs", "total_ms", "queue_ms", "inference_ms", "model"} <= set(a) for a in access)
+
+
+def test_inputs_of_a_departed_client_are_dropped(tmp_path):
+    """A client that disconnects while its inputs are queued costs no forward pass."""
+    import uvicorn
+
+    from app.main import create_app as make_app
+    from app.settings import ModelSpec, Settings
+    from tests.fixtures import write_tiny
+
+    slow = write_tiny(tmp_path / "slow", "bert", "base", seed=0, layers=4, hidden=256, max_pos=512)
+    port = _free_port()
+    settings = Settings(models=[ModelSpec(name="teacher", path=slow, role="teacher")], device="cpu",
+                        max_batch_size=1, warmup=False)
+    app = make_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        long_text = " ".join(["the movie was great but the plot"] * 60)  # 420 tokens: ~10 ms a forward
+        with pytest.raises(httpx.TimeoutException):  # the client gives up and closes the connection
+            httpx.post(f"{base}/embed", json={"inputs": [long_text] * 64, "model": "teacher"}, timeout=0.2)
+        time.sleep(1.0)
+        metrics = httpx.get(f"{base}/metrics").text
+        dropped = [ln for ln in metrics.splitlines()
+                   if ln.startswith('distil_dropped_inputs_total{model="teacher",reason="cancelled"')]
+        assert dropped and float(dropped[0].split()[-1]) > 0, metrics[-2000:]
+        forwards = [ln for ln in metrics.splitlines()
+                    if ln.startswith('distil_inference_seconds_count{model="teacher"')]
+        assert float(forwards[0].split()[-1]) < 64  # not every input was run
+        assert 'status="499"' in metrics
+    finally:
+        server.should_exit = True
+        t.join(10)
