@@ -19,11 +19,10 @@ def _check_inputs(v: Inputs) -> list[str]:
     return texts
 
 
-class _Request(BaseModel):
+class _WithInputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: Inputs = Field(description="A string or a list of strings")
-    model: str | None = Field(default=None, description="Model name; default: the configured default")
     truncate: bool = Field(default=True, description="Cut inputs longer than the model's max length; "
                            "if false such inputs are a 422")
 
@@ -36,6 +35,10 @@ class _Request(BaseModel):
     @property
     def texts(self) -> list[str]:
         return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+
+
+class _Request(_WithInputs):
+    model: str | None = Field(default=None, description="Model name; default: the configured default")
 
 
 class ClassifyRequest(_Request):
@@ -64,24 +67,10 @@ class EmbedResponse(BaseModel):
     embeddings: list[list[float]]
 
 
-class CompareRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: Inputs
+class CompareRequest(_WithInputs):
     task: Literal["classify", "embed"]
-    teacher: str | None = None
-    student: str | None = None
-    truncate: bool = True
-
-    @field_validator("inputs")
-    @classmethod
-    def _inputs(cls, v: Inputs) -> Inputs:
-        _check_inputs(v)
-        return v
-
-    @property
-    def texts(self) -> list[str]:
-        return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+    teacher: str | None = Field(default=None, description="Default: the first model with role teacher")
+    student: str | None = Field(default=None, description="Default: the first model with role student")
 
 
 class ModelOutputs(BaseModel):

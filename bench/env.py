@@ -5,15 +5,7 @@ from __future__ import annotations
 import os
 import platform
 
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from training.pipeline import cpu_name as cpu_model
 
 
 def capture(info: dict | None = None) -> dict:

@@ -48,6 +48,18 @@ def test_draining_refuses_new_work(ckpts):
         app.state.service.status = "ready"
 
 
+def _wait_ready(base: str, timeout: float = 60, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(log.read_text() if log else f"{base} not ready")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,16 +77,7 @@ def test_sigterm_under_load_completes_accepted_requests(ckpts, tmp_path):
                             stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError((tmp_path / "server.log").read_text())
+        _wait_ready(base, log=tmp_path / "server.log")
 
         results: list = []
         long_text = " ".join(["the movie was great but the plot"] * 14)  # ~100 tokens: a slow-ish forward
@@ -135,14 +138,7 @@ def test_inputs_of_a_departed_client_are_dropped(tmp_path):
     t.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
+        _wait_ready(base)
         long_text = " ".join(["the movie was great but the plot"] * 60)  # 420 tokens: ~10 ms a forward
         with pytest.raises(httpx.TimeoutException):  # the client gives up and closes the connection
             httpx.post(f"{base}/embed", json={"inputs": [long_text] * 64, "model": "teacher"}, timeout=0.2)
