@@ -278,12 +278,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, float]:
         ids, mask = batch.tensors["input_ids"], batch.tensors["attention_mask"]
         logits, last = m(ids, mask)
         loss = torch.nn.functional.cross_entropy(logits.float(), batch.tensors["labels"])
-        parts = {"loss_ce": float(loss.detach())}
-        if reference is not None:
-            e = _embed_loss(held, reference, last, ids, mask)
-            parts["loss_embed"] = float(e.detach())
-            loss = loss + cfg.alpha_embed * e
-        return loss, parts
+        return _plus_embed_loss(loss, "loss_ce", held, reference, cfg.alpha_embed, last, ids, mask)
 
     def eval_fn(m):
         if dev is None:
@@ -298,14 +293,20 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, float]:
     return trainer.train()
 
 
-def _embed_loss(held: dict, reference: nn.Module, last: torch.Tensor, ids: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
-    """Embedding preservation: 1 - cos(student's mean-pooled embedding, the reference's)."""
+def _plus_embed_loss(loss: torch.Tensor, name: str, held: dict, reference: nn.Module | None, alpha: float,
+                     last: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+    """The task loss, plus (with a reference model) embedding preservation:
+    alpha * (1 - cos(mean-pooled embedding, the reference's))."""
+    parts = {name: float(loss.detach())}
+    if reference is None:
+        return loss, parts
     if "reference" not in held:
         held["reference"] = frozen(reference, ids.device)
     with torch.no_grad():
         r = mean_pool(held["reference"].encoder(ids, mask), mask)
-    return losses.pooled_cosine(mean_pool(last, mask), r)
+    e = losses.pooled_cosine(mean_pool(last, mask), r)
+    parts["loss_embed"] = float(e.detach())
+    return loss + alpha * e, parts
 
 
 def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
@@ -341,12 +342,7 @@ def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
             t_logits = held["teacher"](ids, mask)
         s_logits, s_last = m(ids, mask)
         loss = losses.task_distillation(s_logits, t_logits, batch.tensors["labels"], cfg.alpha, cfg.temperature)
-        parts = {"loss_task": float(loss.detach())}
-        if reference is not None:
-            e = _embed_loss(held, reference, s_last, ids, mask)
-            parts["loss_embed"] = float(e.detach())
-            loss = loss + cfg.alpha_embed * e
-        return loss, parts
+        return _plus_embed_loss(loss, "loss_task", held, reference, cfg.alpha_embed, s_last, ids, mask)
 
     def eval_fn(m):
         if dev is None:
