@@ -112,7 +112,8 @@ class RequestContext:
                 return
             # Read the body here (bounded), then replay it: chunked uploads are limited too.
             chunks, size = [], 0
-            if scope["method"] in ("POST", "PUT", "PATCH"):
+            has_body = scope["method"] in ("POST", "PUT", "PATCH")
+            if has_body:
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -130,7 +131,7 @@ class RequestContext:
 
             async def replay():
                 nonlocal replayed
-                if not replayed and chunks is not None and scope["method"] in ("POST", "PUT", "PATCH"):
+                if has_body and not replayed:
                     replayed = True
                     return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
                 return await receive()

@@ -25,6 +25,7 @@ import httpx
 from tqdm.auto import tqdm
 
 from . import env, profiles
+from .inprocess import measure
 from .loadgen import Level, run_level
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,8 +166,6 @@ def sweep(args: argparse.Namespace) -> dict:
         endpoints = {lv.endpoint for lv in levels if lv.model == m["name"]}
         for prof in sorted({lv.profile for lv in levels if lv.model == m["name"]}):
             for c in sorted({lv.concurrency for lv in levels if lv.model == m["name"] and lv.profile == prof}):
-                from .inprocess import measure
-
                 r = measure(spec, info["models"][0]["device"], inputs[prof], c, max_seconds=plan["inprocess_s"])
                 r.update(profile=prof, endpoints=sorted(endpoints))
                 inproc.append(r)

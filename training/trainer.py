@@ -9,6 +9,7 @@ carries the global RNG states along with model, optimizer, scheduler and scaler.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -134,9 +135,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
                                            betas=cfg.adam_betas, eps=cfg.adam_eps)
-        self.steps_per_epoch = len(self._rank_batches(0)) // cfg.grad_accum
+        n_micro = len(self._rank_batches(0))
+        self.steps_per_epoch = n_micro // cfg.grad_accum
         if self.steps_per_epoch == 0:
-            raise ValueError(f"not enough data for one optimizer step: {len(self._rank_batches(0))} micro-batches "
+            raise ValueError(f"not enough data for one optimizer step: {n_micro} micro-batches "
                              f"per process, grad_accum={cfg.grad_accum}")
         self.total_steps = cfg.max_steps or self.steps_per_epoch * cfg.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -245,7 +247,7 @@ class Trainer:
                     gen = torch.Generator().manual_seed(
                         (cfg.seed * 1_000_003 + self.state.step * 1009 + k) * 17 + self.rank)
                     sync = not self.ddp or k == cfg.grad_accum - 1
-                    ctx = self.wrapped.no_sync() if not sync else _null()
+                    ctx = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
                     with ctx, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                              enabled=self.amp_dtype is not None):
                         loss, parts = self.loss_fn(self.wrapped, batch, gen)
@@ -310,13 +312,6 @@ def weights_digest(module: nn.Module) -> str:
         h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 __all__ = ["Batch", "Trainer", "TrainConfig", "TrainState", "atomic_save", "distributed", "linear_schedule",
