@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -31,10 +32,14 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-@dataclass
-class ForwardResult:
-    last_hidden: torch.Tensor  # (B, T, C), on CPU, float32
-    logits: torch.Tensor | None  # (B, labels) for classifiers
+@dataclass(frozen=True)
+class OutputSpec:
+    """What a request wants back for each of its inputs."""
+
+    kind: Literal["classify", "embed"]
+    raw_scores: bool = False  # classify: logits instead of probabilities
+    pooling: str = "mean"  # embed
+    normalize: bool = True  # embed
 
 
 class ModelBackend:
@@ -68,31 +73,36 @@ class ModelBackend:
         return self.tokenizer.tokenize_ids(texts)
 
     @torch.inference_mode()
-    def forward(self, ids: list[list[int]], want_logits: bool) -> ForwardResult:
+    def forward(self, ids: list[list[int]], specs: list[OutputSpec]) -> list[list[float]]:
+        """One padded forward for a batch; each row post-processed as its spec asks.
+
+        Returns per row the class scores (in label order) or the sentence embedding, as
+        plain floats, so no torch op is left for another thread (see app/compute.py).
+        """
         batch = self.tokenizer.pad(ids, self.max_length)
         input_ids = batch.input_ids.to(self.device, non_blocking=True)
         mask = batch.attention_mask.to(self.device, non_blocking=True)
-        enc = self.module.encoder
-        last = enc(input_ids, mask)
-        logits = self.module.logits(last) if (want_logits and self.can_classify) else None
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # so the inference timer measures the work
-        return ForwardResult(
-            last_hidden=last.float().cpu(),
-            logits=logits.float().cpu() if logits is not None else None,
-        )
+        last = self.module.encoder(input_ids, mask)  # (B, T, C)
+        out: list[list[float]] = [[] for _ in ids]
+        rows = [i for i, s in enumerate(specs) if s.kind == "classify"]
+        if rows and self.can_classify:
+            logits = self.module.logits(last[rows]).float()  # (b, labels)
+            probs = torch.softmax(logits, dim=-1)
+            for r, i in enumerate(rows):
+                out[i] = (logits if specs[i].raw_scores else probs)[r].tolist()
+        groups: dict[tuple[str, bool], list[int]] = {}
+        for i, s in enumerate(specs):
+            if s.kind == "embed":
+                groups.setdefault((s.pooling, s.normalize), []).append(i)
+        for (method, normalize), rows in groups.items():
+            vecs = pool(last[rows].float(), mask[rows], method, normalize)  # type: ignore[arg-type]
+            for r, i in enumerate(rows):
+                out[i] = vecs[r].tolist()
+        return out
 
-    @staticmethod
-    def embed(last_hidden: torch.Tensor, length: int, pooling: str, normalize: bool) -> list[float]:
-        """One row of a forward's output -> a sentence embedding."""
-        h = last_hidden[None, :length]  # (T, C) -> (1, t, C): only the row's real tokens
-        mask = torch.ones(1, length, dtype=torch.long)
-        vec = pool(h, mask, pooling, normalize)[0]  # type: ignore[arg-type]
-        return vec.tolist()
-
-    def scores(self, logits: torch.Tensor, raw: bool) -> list[dict]:
-        values = logits if raw else torch.softmax(logits, dim=-1)
-        pairs = [{"label": self.labels[i], "score": float(v)} for i, v in enumerate(values.tolist())]
+    def scores(self, values: list[float]) -> list[dict]:
+        """Class scores in label order -> label/score pairs sorted by score."""
+        pairs = [{"label": label, "score": v} for label, v in zip(self.labels, values, strict=True)]
         return sorted(pairs, key=lambda p: p["score"], reverse=True)
 
     def info(self) -> dict:
@@ -120,7 +130,8 @@ class ModelBackend:
     def warmup(self, max_batch: int) -> None:
         for b, t in self.warmup_shapes(max_batch):
             ids = [[self.tokenizer.cls_id] + [self.tokenizer.unk_id] * max(t - 2, 0) + [self.tokenizer.sep_id]]
-            self.forward(ids * b, want_logits=True)
+            kind = "classify" if self.can_classify else "embed"
+            self.forward(ids * b, [OutputSpec(kind)] * b)
 
 
 def retry_after_seconds(queued: int, per_second: float) -> int:

@@ -16,9 +16,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import torch
-
-from .backend import ModelBackend, retry_after_seconds
+from .backend import ModelBackend, OutputSpec, retry_after_seconds
+from .compute import ComputeThread
 from .metrics import Metrics
 from .settings import Settings
 
@@ -49,7 +48,7 @@ class Item:
     """One input of one request, as it travels through the queue."""
 
     ids: list[int]
-    want_logits: bool
+    spec: OutputSpec
     deadline: float  # time.monotonic()
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
@@ -61,8 +60,7 @@ class Item:
 
 @dataclass
 class Output:
-    last_hidden: torch.Tensor  # (t, C) for this input's real tokens
-    logits: torch.Tensor | None
+    values: list[float]  # class scores in label order, or the embedding
     length: int
     queue_s: float
     inference_s: float
@@ -72,8 +70,10 @@ class Output:
 class Batcher:
     """Queue + worker thread for one model."""
 
-    def __init__(self, backend: ModelBackend, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, backend: ModelBackend, settings: Settings, metrics: Metrics,
+                 compute: ComputeThread) -> None:
         self.backend = backend
+        self.compute = compute
         self.s = settings
         self.m = metrics
         self.labels = {"model": backend.name, "role": backend.role}
@@ -104,7 +104,7 @@ class Batcher:
         with self._cv:
             self._expected = max(0, self._expected + n)
 
-    def submit(self, ids: list[list[int]], want_logits: bool, deadline: float) -> list[Item]:
+    def submit(self, ids: list[list[int]], spec: OutputSpec, deadline: float) -> list[Item]:
         """Queue a request's inputs at once, or refuse them all (429): never half a request."""
         loop = asyncio.get_running_loop()
         with self._cv:
@@ -118,7 +118,7 @@ class Batcher:
                     f"limit {self.s.max_queue_size}); retry later",
                     retry_after=retry_after_seconds(len(self._queue), self._rate),
                 )
-            items = [Item(i, want_logits, deadline, loop.create_future(), loop) for i in ids]
+            items = [Item(i, spec, deadline, loop.create_future(), loop) for i in ids]
             self._queue.extend(items)
             self.m.queue_depth.labels(**self.labels).set(len(self._queue))
             self._cv.notify()
@@ -198,9 +198,8 @@ class Batcher:
         for it in group:
             it.queue_s = start - it.enqueued
             self.m.queue_wait.labels(**self.labels).observe(it.queue_s)
-        want_logits = any(it.want_logits for it in group)
         try:
-            out = self.backend.forward([it.ids for it in group], want_logits)
+            out = self.compute.call(self.backend.forward, [it.ids for it in group], [it.spec for it in group])
         except Exception as e:  # a broken batch fails its own requests, never the worker
             log.exception("forward failed for model %s", self.backend.name)
             for it in group:
@@ -219,8 +218,7 @@ class Batcher:
         self._rate = 0.8 * self._rate + 0.2 * (len(group) / max(elapsed, 1e-6))
         for row, (it, n) in enumerate(zip(group, lengths, strict=True)):
             result = Output(
-                last_hidden=out.last_hidden[row, :n],
-                logits=out.logits[row] if out.logits is not None else None,
+                values=out[row],
                 length=n,
                 queue_s=it.queue_s,
                 inference_s=elapsed,
@@ -246,11 +244,12 @@ def _set_exception(fut: asyncio.Future, exc: Exception) -> None:
 class Engine:
     """All models' batchers, plus the recent latencies /info reports."""
 
-    def __init__(self, settings: Settings, backends: dict[str, ModelBackend], metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, backends: dict[str, ModelBackend], metrics: Metrics,
+                 compute: ComputeThread) -> None:
         self.settings = settings
         self.backends = backends
         self.metrics = metrics
-        self.batchers = {name: Batcher(b, settings, metrics) for name, b in backends.items()}
+        self.batchers = {name: Batcher(b, settings, metrics, compute) for name, b in backends.items()}
         self.recent: dict[str, deque[tuple[float, float]]] = {n: deque(maxlen=2048) for n in backends}
         for b in backends.values():
             metrics.model_info.labels(model=b.name, role=b.role).info({
@@ -281,10 +280,10 @@ class Engine:
 
         return {"window_s": window_s, "count": len(xs), "p50_ms": q(0.5), "p95_ms": q(0.95)}
 
-    async def run(self, name: str, ids: list[list[int]], want_logits: bool, timeout_s: float) -> list[Output]:
+    async def run(self, name: str, ids: list[list[int]], spec: OutputSpec, timeout_s: float) -> list[Output]:
         """Submit a request's inputs and wait for all of them, honouring the deadline."""
         deadline = time.monotonic() + timeout_s
-        items = self.batchers[name].submit(ids, want_logits, deadline)
+        items = self.batchers[name].submit(ids, spec, deadline)
         try:
             async with asyncio.timeout(timeout_s):
                 return list(await asyncio.gather(*(it.future for it in items)))

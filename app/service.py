@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from .backend import ModelBackend, resolve_device, resolve_dtype
+from .backend import ModelBackend, OutputSpec, resolve_device, resolve_dtype
+from .compute import ComputeThread
 from .engine import Engine, Output
 from .errors import ApiError
 from .metrics import Metrics
@@ -44,6 +45,7 @@ class Service:
         self.metrics = metrics
         self.backends: dict[str, ModelBackend] = {}
         self.engine: Engine | None = None
+        self.compute: ComputeThread | None = None
         self.status = "loading"  # loading -> warming -> ready -> draining | failed
         self.failure: str | None = None
         self.started = time.time()
@@ -58,23 +60,20 @@ class Service:
         try:
             if before_load:
                 before_load()
-            if s.threads:
-                import torch
-
-                torch.set_num_threads(s.threads)
+            self.compute = compute = ComputeThread(s.threads)
             device = resolve_device(s.device)
             dtype = resolve_dtype(s.dtype, device)
             for spec in s.models:
                 t0 = time.perf_counter()
-                self.backends[spec.name] = ModelBackend(spec, device, dtype)
+                self.backends[spec.name] = compute.call(ModelBackend, spec, device, dtype)
                 log.info("loaded model %s (%s) from %s in %.2fs", spec.name, spec.role, spec.path,
                          time.perf_counter() - t0)
-            self.engine = Engine(s, self.backends, self.metrics)
+            self.engine = Engine(s, self.backends, self.metrics, compute)
             self.status = "warming"
             if s.warmup:
                 for b in self.backends.values():
                     t0 = time.perf_counter()
-                    b.warmup(s.max_batch_size)
+                    compute.call(b.warmup, s.max_batch_size)
                     log.info("warmed model %s in %.2fs", b.name, time.perf_counter() - t0)
             self.engine.start()
             if self.status == "warming":
@@ -88,6 +87,8 @@ class Service:
         self.status = "draining"
         if self.engine:
             self.engine.stop()
+        if self.compute:
+            self.compute.stop()
 
     # -- request steps ----------------------------------------------------------------
     def backend(self, name: str | None) -> ModelBackend:
@@ -130,14 +131,14 @@ class Service:
         request.state.tokens = tokens
         return Prepared(backend, ids, tokens, Timings(tokenization_s=tok_s))
 
-    async def run(self, request: Request, prep: Prepared, want_logits: bool) -> list[Output]:
+    async def run(self, request: Request, prep: Prepared, spec: OutputSpec) -> list[Output]:
         assert self.engine is not None
         b = prep.backend
         gauge = self.metrics.in_flight.labels(model=b.name, role=b.role)
         gauge.inc()
         try:
             outs = await _until_disconnect(
-                request, self.engine.run(b.name, prep.ids, want_logits, self.settings.request_timeout_s))
+                request, self.engine.run(b.name, prep.ids, spec, self.settings.request_timeout_s))
         finally:
             gauge.dec()
         prep.timings.queue_s = max(o.queue_s for o in outs)

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from app.backend import ModelBackend
+from app.backend import ModelBackend, OutputSpec
 from app.settings import ModelSpec
 
 
@@ -19,7 +19,7 @@ def measure(spec: ModelSpec, device: str, inputs: list[tuple[list[str], int]], c
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     backend = ModelBackend(spec, dev, torch.float16 if dev.type == "cuda" else torch.float32)
-    want_logits = backend.can_classify
+    wanted = OutputSpec("classify" if backend.can_classify else "embed")
     backend.warmup(min(concurrency, 32))
     lat, n_inputs, tokens = [], 0, 0
     t0 = time.perf_counter()
@@ -29,7 +29,7 @@ def measure(spec: ModelSpec, device: str, inputs: list[tuple[list[str], int]], c
         texts = [t for texts, _ in group for t in texts]
         s = time.perf_counter()
         ids = backend.tokenize(texts)
-        backend.forward(ids, want_logits)
+        backend.forward(ids, [wanted] * len(ids))
         lat.append((time.perf_counter() - s) * 1000)
         n_inputs += len(texts)
         tokens += sum(min(len(x), backend.max_length) for x in ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from ..backend import ModelBackend
+from ..backend import ModelBackend, OutputSpec
 from ..deps import Authorized, ServiceDep
 from ..errors import ApiError
 from ..schemas import ClassifyRequest, ClassifyResponse, EmbedRequest, EmbedResponse, ErrorBody
@@ -32,18 +32,17 @@ async def classify_texts(service: Service, request: Request, name: str | None, t
     backend = service.backend(name)
     require_classifier(backend)
     prep = await service.prepare(request, backend, texts, truncate)
-    outs = await service.run(request, prep, want_logits=True)
-    return backend.name, [backend.scores(o.logits, raw_scores) for o in outs]
+    outs = await service.run(request, prep, OutputSpec("classify", raw_scores=raw_scores))
+    return backend.name, [backend.scores(o.values) for o in outs]
 
 
 async def embed_texts(service: Service, request: Request, name: str | None, texts: list[str],
                       truncate: bool, pooling: str | None, normalize: bool):
     backend = service.backend(name)
     prep = await service.prepare(request, backend, texts, truncate)
-    outs = await service.run(request, prep, want_logits=False)
-    method = pooling or backend.default_pooling
-    vectors = [backend.embed(o.last_hidden, o.length, method, normalize) for o in outs]
-    return backend, vectors, prep.tokens
+    spec = OutputSpec("embed", pooling=pooling or backend.default_pooling, normalize=normalize)
+    outs = await service.run(request, prep, spec)
+    return backend, [o.values for o in outs], prep.tokens
 
 
 @router.post("/classify", response_model=ClassifyResponse,

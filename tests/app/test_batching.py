@@ -108,3 +108,39 @@ def test_flood_gets_429_with_retry_after_and_no_5xx(ckpts):
             assert len(r.json()["embeddings"]) == 4  # an accepted request is answered whole
     assert after.status_code == 200  # the service recovers once the flood is over
     assert re.search(r'distil_errors_total{endpoint="/embed",error_type="overloaded",model="teacher"', metrics)
+
+
+def test_all_torch_work_runs_on_the_one_compute_thread(ckpts, monkeypatch):
+    """Loading, warm-up, forwards and pooling all on one thread (see app/compute.py: a second
+    OpenMP team on the same cores slows every forward)."""
+    import threading
+
+    from app import backend as backend_mod
+
+    seen: list[str] = []
+    real_init, real_forward = backend_mod.ModelBackend.__init__, backend_mod.ModelBackend.forward
+
+    def init(self, *a, **kw):
+        seen.append(threading.current_thread().name)
+        real_init(self, *a, **kw)
+
+    def forward(self, *a, **kw):
+        seen.append(threading.current_thread().name)
+        return real_forward(self, *a, **kw)
+
+    monkeypatch.setattr(backend_mod.ModelBackend, "__init__", init)
+    monkeypatch.setattr(backend_mod.ModelBackend, "forward", forward)
+
+    async def go():
+        app = create_app(make_settings(ckpts))
+        async with LifespanManager(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                await _ready(c)
+                reqs = [c.post("/classify", json={"inputs": t, "model": "student"}) for t in _texts(8)]
+                reqs += [c.post("/embed", json={"inputs": t, "model": m}) for t in _texts(4)
+                         for m in ("teacher", "embedder")]
+                assert all(r.status_code == 200 for r in await asyncio.gather(*reqs))
+
+    asyncio.run(go())
+    assert len(seen) > 3 + 5 * 3  # 3 loads, 5 warm-up shapes each, then the requests
+    assert set(seen) == {"torch-compute"}

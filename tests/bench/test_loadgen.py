@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.loadgen import Level, percentile, run_level
+from bench.loadgen import CLIENTS, LeanClient, Level, percentile, run_level
 
 LOCK = asyncio.Lock()
 
@@ -57,11 +57,12 @@ def test_percentile_interpolates():
     assert percentile([3.0], 99) == 3.0
 
 
-def test_closed_loop_percentiles_match_known_delays(fake_url):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_closed_loop_percentiles_match_known_delays(fake_url, client):
     delays = [10 * (i % 10 + 1) for i in range(100)]  # 10..100 ms, uniform
     inputs = [([f"d{d}"], 3) for d in delays]
     lv = Level("m", "/classify", "short", "closed", concurrency=10, requests=100, duration_s=30, warmup_requests=2)
-    s = asyncio.run(run_level(fake_url, lv, inputs))
+    s = asyncio.run(run_level(fake_url, lv, inputs, client=client))
     assert s.ok == 100 and s.errors == {}
     # Known: p50 of 10..100 is 55 ms, p90 is 91 ms; the client and HTTP add a little.
     assert 54 <= s.latency_ms["p50"] <= 66
@@ -71,35 +72,82 @@ def test_closed_loop_percentiles_match_known_delays(fake_url):
     assert s.tokens_per_s == pytest.approx(3 * s.inputs_per_s)
 
 
-def test_errors_are_counted_by_status(fake_url):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_errors_are_counted_by_status(fake_url, client):
     inputs = [(["err"], 1) if i % 4 == 0 else (["d1"], 1) for i in range(40)]
     lv = Level("m", "/classify", "short", "closed", concurrency=4, requests=40, duration_s=30, warmup_requests=0)
-    s = asyncio.run(run_level(fake_url, lv, inputs))
+    s = asyncio.run(run_level(fake_url, lv, inputs, client=client))
     assert s.sent == 40 and s.ok == 30 and s.errors == {"503": 10}
 
 
-def test_connection_errors_are_counted_not_dropped():
+@pytest.mark.parametrize("client", CLIENTS)
+def test_connection_errors_are_counted_not_dropped(client):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens here
     lv = Level("m", "/classify", "short", "closed", concurrency=2, requests=6, duration_s=10, warmup_requests=0)
-    s = asyncio.run(run_level(f"http://127.0.0.1:{port}", lv, [(["d1"], 1)]))
+    s = asyncio.run(run_level(f"http://127.0.0.1:{port}", lv, [(["d1"], 1)], client=client))
     assert s.sent == 6 and s.ok == 0 and s.errors == {"ConnectError": 6}
 
 
-def test_open_loop_arrival_rate_and_no_coordinated_omission(fake_url):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_open_loop_arrival_rate_and_no_coordinated_omission(fake_url, client):
     lv = Level("m", "/classify", "short", "open", rate=50, requests=1000, duration_s=3, warmup_requests=0)
-    s = asyncio.run(run_level(fake_url, lv, [(["d5"], 1)], seed=1))
+    s = asyncio.run(run_level(fake_url, lv, [(["d5"], 1)], seed=1, client=client))
     assert 110 <= s.sent <= 190  # Poisson, 50/s for 3 s
     assert s.offered_rate == pytest.approx(50, rel=0.2)
     # A server that does 20 req/s, offered 40 req/s for 1 s: requests queue, and the open loop
     # reports it (latency from the scheduled start), where a closed loop would not.
     lv = Level("m", "/classify", "short", "open", rate=40, requests=1000, duration_s=1, warmup_requests=0)
-    s = asyncio.run(run_level(fake_url, lv, [(["serial"], 1)], seed=2))
+    s = asyncio.run(run_level(fake_url, lv, [(["serial"], 1)], seed=2, client=client))
     assert s.latency_ms["p99"] > 600
     lv = Level("m", "/classify", "short", "closed", concurrency=1, requests=20, duration_s=30, warmup_requests=0)
-    closed = asyncio.run(run_level(fake_url, lv, [(["serial"], 1)]))
+    closed = asyncio.run(run_level(fake_url, lv, [(["serial"], 1)], client=client))
     assert closed.latency_ms["p99"] < 120
+
+
+def test_lean_client_reads_chunked_bodies_and_sends_headers(fake_url):
+    """The lean client against a server that streams its answer in chunks."""
+    from starlette.responses import StreamingResponse
+
+    async def chunks():
+        for part in (b'{"a":', b' 1}'):
+            yield part
+
+    async def streamed(request):
+        assert request.headers["authorization"] == "Bearer k"
+        return StreamingResponse(chunks(), media_type="application/json", headers={"x-total-time": "7"})
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    app = Starlette(routes=[Route("/s", streamed, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    while not server.started:
+        time.sleep(0.01)
+
+    async def twice():
+        c = LeanClient(f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer k"})
+        try:
+            return [await c.post("/s", {"x": 1}) for _ in range(2)], len(c._idle)
+        finally:
+            await c.aclose()
+
+    try:
+        results, idle = asyncio.run(twice())
+    finally:
+        server.should_exit = True
+        t.join(5)
+    assert [status for status, _ in results] == [200, 200]
+    assert results[0][1]["transfer-encoding"] == "chunked" and results[0][1]["x-total-time"] == "7"
+    assert idle == 1  # one keep-alive connection, reused for the second request
+
+
+def test_lean_client_refuses_https():
+    with pytest.raises(ValueError, match="plain http"):
+        LeanClient("https://example.com")
 
 
 @pytest.mark.slow
