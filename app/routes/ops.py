@@ -7,16 +7,16 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
-from ..deps import ServiceDep, require_api_key
+from ..deps import ServiceDep, check_api_key, require_api_key
 from ..errors import error_response
 
 router = APIRouter(tags=["operations"])
 
 
-def _open_unless_configured(request: Request) -> None:
+async def _open_unless_configured(request: Request) -> None:
     service = request.app.state.service
     if not service.settings.auth_open_metrics:
-        require_api_key(request, service.settings)
+        check_api_key(request, service.settings)
 
 
 @router.get("/health", summary="Liveness: the process serves HTTP (503 only if loading failed)",
