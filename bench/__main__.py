@@ -98,7 +98,7 @@ SWEEPS = {
     "default": {"closed": [("/classify", ("short", "mixed", "long"), (1, 8, 32)),
                            ("/embed", ("short", "mixed"), (1, 32))],
                 "open": [("/classify", "mixed", (0.5, 0.9))],
-                "requests": 400, "duration_s": 6.0, "inprocess_s": 6.0},
+                "requests": 3000, "duration_s": 5.0, "inprocess_s": 5.0},
     "quick": {"closed": [("/classify", ("short",), (1, 4)), ("/embed", ("mixed",), (1,))],
               "open": [("/classify", "short", (0.5,))],
               "requests": 40, "duration_s": 0.5, "inprocess_s": 0.5},
@@ -112,6 +112,7 @@ def sweep(args: argparse.Namespace) -> dict:
         port = args.port or _free_port()
         url = f"http://127.0.0.1:{port}"
         proc = start_server(Path(args.models_dir), port)
+    pid = proc.pid if proc is not None else args.server_pid
     try:
         wait_ready(url, proc)
         info = httpx.get(f"{url}/info", timeout=10).json()
@@ -133,7 +134,8 @@ def sweep(args: argparse.Namespace) -> dict:
         bar = tqdm(total=len(levels) + len(models) * sum(len(r) for _, _, r in plan["open"]), desc="bench",
                    unit="level")
         for lv in levels:
-            s = asyncio.run(run_level(url, lv, inputs[lv.profile], seed=args.seed, client=args.client))
+            s = asyncio.run(run_level(url, lv, inputs[lv.profile], seed=args.seed, client=args.client,
+                                      server_pid=pid))
             results.append(asdict(s))
             bar.set_postfix(model=lv.model, c=lv.concurrency, p50=f"{s.latency_ms['p50']:.1f}ms")
             bar.update(1)
@@ -148,7 +150,8 @@ def sweep(args: argparse.Namespace) -> dict:
                 for f in fractions:
                     lv = Level(m["name"], endpoint, prof, "open", concurrency=0, rate=round(cap * f, 2),
                                requests=plan["requests"], duration_s=plan["duration_s"])
-                    s = asyncio.run(run_level(url, lv, inputs[prof], seed=args.seed, client=args.client))
+                    s = asyncio.run(run_level(url, lv, inputs[prof], seed=args.seed, client=args.client,
+                                              server_pid=pid))
                     results.append(asdict(s))
                     bar.update(1)
         bar.close()
@@ -185,12 +188,16 @@ def load(args: argparse.Namespace) -> None:
     inputs = profiles.build(args.profile, texts, _counter(info), n=512, seed=args.seed)
     lv = Level(args.model, args.endpoint, args.profile, "open" if args.rate else "closed",
                concurrency=args.concurrency, rate=args.rate, requests=args.requests, duration_s=args.duration)
-    s = asyncio.run(run_level(args.url, lv, inputs, seed=args.seed, client=args.client))
+    s = asyncio.run(run_level(args.url, lv, inputs, seed=args.seed, client=args.client,
+                              server_pid=args.server_pid))
     print(json.dumps(asdict(s), indent=2))
 
 
 CLIENT_HELP = ("HTTP client of the load generator: lean (default; plain http://, about a tenth of httpx's "
                "CPU per request, which matters when it shares the cores with the service) or httpx")
+
+
+PID_HELP = "the service's PID on this machine: adds the CPU time per request, client vs service"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     sw.add_argument("--accuracy", default="artifacts/results.json", help="real-distillation results, if present")
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument("--client", choices=CLIENTS, default="lean", help=CLIENT_HELP)
+    sw.add_argument("--server-pid", type=int, help=PID_HELP)
     ld = sub.add_parser("load", help="one load level")
     ld.add_argument("--url", default="http://127.0.0.1:8000")
     ld.add_argument("--model", required=True)
@@ -220,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     ld.add_argument("--duration", type=float, default=10.0)
     ld.add_argument("--seed", type=int, default=0)
     ld.add_argument("--client", choices=CLIENTS, default="lean", help=CLIENT_HELP)
+    ld.add_argument("--server-pid", type=int, help=PID_HELP)
     rp = sub.add_parser("report", help="rewrite the Markdown, plots and README section from a JSON file")
     rp.add_argument("--results", default="bench/results/bench.json")
     rp.add_argument("--out", default="bench/results")

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from . import cpu
+
 CLIENTS = ("httpx", "lean")
 
 SERVER_HEADERS = {"queue_ms": "x-queue-time", "tokenization_ms": "x-tokenization-time",
@@ -199,8 +201,9 @@ def _error_name(e: Exception) -> str:
 
 
 async def run_level(url: str, level: Level, inputs: list[tuple[list[str], int]], seed: int = 0,
-                    headers: dict | None = None, client: str = "httpx") -> Summary:
-    """``inputs``: (texts of one request, their token count), cycled in order."""
+                    headers: dict | None = None, client: str = "httpx", server_pid: int | None = None) -> Summary:
+    """``inputs``: (texts of one request, their token count), cycled in order. With the
+    service's ``server_pid`` (same machine), the summary also splits the CPU time per request."""
     if client not in CLIENTS:
         raise ValueError(f"client must be one of {CLIENTS}, got {client!r}")
     conn = LeanClient(url, headers) if client == "lean" else HttpxClient(url, headers, max(level.concurrency, 64))
@@ -208,10 +211,12 @@ async def run_level(url: str, level: Level, inputs: list[tuple[list[str], int]],
         for i in range(level.warmup_requests):  # excluded from the results
             texts, n = inputs[i % len(inputs)]
             await _one(conn, level.endpoint, _body(level.endpoint, level.model, texts), n, time.perf_counter())
+        before = cpu.snapshot(server_pid)
         if level.mode == "closed":
             s = await _closed(conn, level, inputs)
         else:
             s = await _open(conn, level, inputs, seed)
+        s.extra["cpu"] = cpu.per_request(before, cpu.snapshot(server_pid), s.sent)
     finally:
         await conn.aclose()
     s.extra["client"] = client

@@ -51,6 +51,7 @@ def summary(data: dict) -> dict:
             d["raw_inputs_per_s_chi"] = ihi["inputs_per_s"]
             d["service_over_raw_chi"] = chi["inputs_per_s"] / ihi["inputs_per_s"]
         d["padding_ratio"] = data.get("padding_ratio", {}).get(name)
+        d["cpu_chi"] = (chi or {}).get("extra", {}).get("cpu")
         out["per_model"][role] = d
     t, s = out["per_model"].get("teacher", {}), out["per_model"].get("student", {})
     if "p50_c1_ms" in t and "p50_c1_ms" in s:
@@ -62,8 +63,9 @@ def summary(data: dict) -> dict:
 
 def markdown_table(data: dict) -> str:
     lines = ["| model | endpoint | profile | load | req/s | inputs/s | tokens/s | p50 | p90 | p95 | p99 | max "
-             "| server queue / tok / infer (ms) | errors |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "| server queue / tok / infer (ms) | CPU per request: load generator / event loop / model threads (ms) "
+             "| errors |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in data["results"]:
         lv, lat, sv = r["level"], r["latency_ms"], r["server_ms"]
         load = f"c={lv['concurrency']}" if lv["mode"] == "closed" else f"{lv['rate']:.1f} req/s open"
@@ -71,13 +73,20 @@ def markdown_table(data: dict) -> str:
         lines.append(f"| {lv['model']} | {lv['endpoint']} | {lv['profile']} | {load} | {r['requests_per_s']:.1f} "
                      f"| {r['inputs_per_s']:.1f} | {r['tokens_per_s']:.0f} | {lat['p50']:.1f} | {lat['p90']:.1f} "
                      f"| {lat['p95']:.1f} | {lat['p99']:.1f} | {lat['max']:.1f} "
-                     f"| {sv['queue_ms']:.1f} / {sv['tokenization_ms']:.1f} / {sv['inference_ms']:.1f} | {errs} |")
+                     f"| {sv['queue_ms']:.1f} / {sv['tokenization_ms']:.1f} / {sv['inference_ms']:.1f} "
+                     f"| {_cpu(r.get('extra', {}).get('cpu'))} | {errs} |")
     lines += ["", "In-process (same models and inputs, no HTTP, no batching engine):", "",
               "| model | profile | batch | batch p50 (ms) | inputs/s |", "|---|---|---:|---:|---:|"]
     for r in data["inprocess"]:
         lines.append(f"| {r['model']} | {r['profile']} | {r['concurrency']} | {r['batch_p50_ms']:.1f} "
                      f"| {r['inputs_per_s']:.1f} |")
     return "\n".join(lines)
+
+
+def _cpu(c: dict | None) -> str:
+    if not c:
+        return "–"
+    return f"{c['client_ms']:.2f} / {c['server_loop_ms']:.2f} / {c['server_other_ms']:.2f}"
 
 
 def _fmt(x: float | None, f: str = ".2f") -> str:
@@ -107,6 +116,12 @@ def teacher_vs_student(data: dict, accuracy: dict | None) -> str:
     row("service overhead at concurrency 1 (ms, HTTP p50 − in-process p50)", "overhead_c1_ms")
     row(f"service / in-process throughput at concurrency {hi}", "service_over_raw_chi", ".2f")
     row("padded / real tokens over the run", "padding_ratio", ".3f")
+    tc, sc = pm.get("teacher", {}).get("cpu_chi"), pm.get("student", {}).get("cpu_chi")
+    if tc or sc:
+        lines.append(f"| CPU per request at concurrency {hi} (ms): load generator / event loop / model threads "
+                     f"| {_cpu(tc)} | {_cpu(sc)} | |")
+        busy = [f"{c['cores_busy']:.2f}" if c else "–" for c in (tc, sc)]
+        lines.append(f"| cores busy at concurrency {hi} (of {e['cores']}) | {busy[0]} | {busy[1]} | |")
     if accuracy:
         m = accuracy["models"]
         lines.append(f"| test accuracy, movie-review sentiment (`make models`) | {100 * m['teacher']['accuracy']:.2f}% "

@@ -166,6 +166,12 @@ def test_smoke_sweep_against_the_real_app(tmp_path):
     assert {r["level"]["model"] for r in data["results"]} == {"teacher", "student"}
     assert any(r["level"]["mode"] == "open" for r in data["results"])
     assert all(r["ok"] > 0 and not r["errors"] for r in data["results"])
+    # The service ran on this machine: every level splits its CPU time, client vs service.
+    for r in data["results"]:
+        c = r["extra"]["cpu"]
+        assert c["client_ms"] > 0 and c["server_loop_ms"] >= 0 and c["server_other_ms"] >= 0
+        assert 0 < c["cores_busy"] <= data["environment"]["cores"] + 0.5
+    assert "load generator / event loop / model threads" in (tmp_path / "out" / "bench.md").read_text()
     assert data["inprocess"] and data["environment"]["cores"] >= 1 and data["padding_ratio"]
     for png in ("latency.png", "throughput.png", "speedup.png"):
         assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
