@@ -7,7 +7,9 @@ import json
 import re
 from pathlib import Path
 
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+def markers(section: str) -> tuple[str, str]:
+    return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
 
 
 def _find(data: dict, model: str, endpoint: str, profile: str, c: int) -> dict | None:
@@ -75,7 +77,8 @@ def markdown_table(data: dict) -> str:
                      f"| {lat['p95']:.1f} | {lat['p99']:.1f} | {lat['max']:.1f} "
                      f"| {sv['queue_ms']:.1f} / {sv['tokenization_ms']:.1f} / {sv['inference_ms']:.1f} "
                      f"| {_cpu(r.get('extra', {}).get('cpu'))} | {errs} |")
-    lines += ["", "In-process (same models and inputs, no HTTP, no batching engine):", "",
+    lines += ["", "In-process (same models and inputs, no HTTP, no batching engine; measured before and after the "
+              "load, the faster run kept):", "",
               "| model | profile | batch | batch p50 (ms) | inputs/s |", "|---|---|---:|---:|---:|"]
     for r in data["inprocess"]:
         lines.append(f"| {r['model']} | {r['profile']} | {r['concurrency']} | {r['batch_p50_ms']:.1f} "
@@ -93,7 +96,15 @@ def _fmt(x: float | None, f: str = ".2f") -> str:
     return "–" if x is None else format(x, f)
 
 
-def teacher_vs_student(data: dict, accuracy: dict | None) -> str:
+def _models_line(data: dict) -> str:
+    models = data["environment"].get("service", {}).get("models", [])
+    parts = [f"{m['role']} `{m['name']}` ({m['family']}, {m['layers']} layers × {m['hidden_size']}, "
+             f"{m['parameters'] / 1e6:.1f}M parameters)" for m in models if m["role"] in ("teacher", "student")]
+    return "Models: " + "; ".join(parts) + "." if parts else ""
+
+
+def teacher_vs_student(data: dict, accuracy: dict | None, out: str = "bench/results",
+                       command: str = "make bench") -> str:
     s = summary(data)
     e = data["environment"]
     hi = s["high_concurrency"]
@@ -101,8 +112,8 @@ def teacher_vs_student(data: dict, accuracy: dict | None) -> str:
     if e.get("gpu"):
         machine += f", GPU {e['gpu']}"
     pm = s["per_model"]
-    lines = [f"Measured by `make bench` on {data['created']}: {machine}; torch {e['torch']}; "
-             f"texts: {data['texts']}. Single-sentence `/classify` requests through HTTP.", "",
+    lines = [f"Measured by `{command}` on {data['created']}: {machine}; torch {e['torch']}; "
+             f"texts: {data['texts']}. Single-sentence `/classify` requests through HTTP. {_models_line(data)}", "",
              "| | teacher | student | student / teacher |", "|---|---:|---:|---:|"]
 
     def row(label: str, key: str, f: str = ".1f", ratio: str | None = None) -> None:
@@ -129,9 +140,9 @@ def teacher_vs_student(data: dict, accuracy: dict | None) -> str:
         tp, sp = m["teacher"]["parameters"], m["student"]["parameters"]
         lines.append(f"| parameters | {tp / 1e6:.1f}M | {sp / 1e6:.1f}M "
                      f"| {sp / tp:.2f} |")
-    lines += ["", "![latency vs load](bench/results/latency.png) ![throughput](bench/results/throughput.png) "
-              "![speed-up](bench/results/speedup.png)", "",
-              "Every level, the server-side split and the in-process numbers: `bench/results/bench.md`."]
+    lines += ["", f"![latency vs load]({out}/latency.png) ![throughput]({out}/throughput.png) "
+              f"![speed-up]({out}/speedup.png)", "",
+              f"Every level, the server-side split and the in-process numbers: `{out}/bench.md`."]
     return "\n".join(lines)
 
 
@@ -208,18 +219,26 @@ def plots(data: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def write_all(data: dict, out: Path, readme: Path | None = None, accuracy: Path | None = None) -> None:
+def write_all(data: dict, out: Path, readme: Path | None = None, accuracy: Path | None = None,
+              section_name: str = "bench", command: str = "make bench") -> None:
+    """Write bench.json, bench.md and the plots into ``out``; with ``readme``, replace the text
+    between its ``<!-- {section_name}:start/end -->`` markers."""
     out.mkdir(parents=True, exist_ok=True)
     data["summary"] = summary(data)
     (out / "bench.json").write_text(json.dumps(data, indent=2) + "\n")
     acc = json.loads(accuracy.read_text()) if accuracy and accuracy.is_file() else None
-    section = teacher_vs_student(data, acc)
+    try:
+        shown = out.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        shown = str(out)
+    section = teacher_vs_student(data, acc, shown, command)
     (out / "bench.md").write_text("# Benchmark\n\n" + section + "\n\n## Every level\n\n" + markdown_table(data) + "\n")
     plots(data, out)
     if readme is not None:
+        start, end = markers(section_name)
         text = readme.read_text()
-        if START not in text:
-            raise SystemExit(f"{readme} has no {START} ... {END} markers")
-        readme.write_text(re.sub(re.escape(START) + r".*?" + re.escape(END),
-                                 lambda _: f"{START}\n{section}\n{END}", text, flags=re.S))
+        if start not in text:
+            raise SystemExit(f"{readme} has no {start} ... {end} markers")
+        readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end),
+                                 lambda _: f"{start}\n{section}\n{end}", text, flags=re.S))
     print(section)
