@@ -4,7 +4,9 @@ backpressure, deadlines, per-stage timings and metrics. No HTTP here.
 A batch closes when it holds ``max_batch_size`` inputs, or ``max_batch_tokens``
 padded tokens, or ``max_wait_ms`` after its first input arrived. The inputs of the
 closed window are sorted by length and cut into sub-batches whose padded/real token
-ratio stays under ``max_padding_ratio``; each sub-batch is one forward pass.
+ratio stays under ``max_padding_ratio``; each sub-batch is one forward pass, run on the
+process's one compute thread (app/compute.py), which also pools and normalises each row
+as its request asked.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class Output:
 
 
 class Batcher:
-    """Queue + worker thread for one model."""
+    """Queue + batching worker thread for one model; its forwards go to the compute thread."""
 
     def __init__(self, backend: ModelBackend, settings: Settings, metrics: Metrics,
                  compute: ComputeThread) -> None:
