@@ -12,7 +12,7 @@ import time
 import pytest
 import uvicorn
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from bench.loadgen import CLIENTS, LeanClient, Level, percentile, run_level
@@ -34,12 +34,24 @@ async def fake_classify(request):
                                               "x-tokenization-time": "0.5", "x-total-time": "4.5"})
 
 
+async def streamed(request):
+    if request.headers.get("authorization") != "Bearer k":
+        return JSONResponse({"error": "no key"}, status_code=401)
+
+    async def chunks():
+        for part in (b'{"a":', b' 1}'):
+            yield part
+
+    return StreamingResponse(chunks(), media_type="application/json", headers={"x-total-time": "7"})
+
+
 @pytest.fixture(scope="module")
 def fake_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = Starlette(routes=[Route("/classify", fake_classify, methods=["POST"])])
+    app = Starlette(routes=[Route("/classify", fake_classify, methods=["POST"]),
+                            Route("/streamed", streamed, methods=["POST"])])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
@@ -107,39 +119,16 @@ def test_open_loop_arrival_rate_and_no_coordinated_omission(fake_url, client):
 
 
 def test_lean_client_reads_chunked_bodies_and_sends_headers(fake_url):
-    """The lean client against a server that streams its answer in chunks."""
-    from starlette.responses import StreamingResponse
-
-    async def chunks():
-        for part in (b'{"a":', b' 1}'):
-            yield part
-
-    async def streamed(request):
-        assert request.headers["authorization"] == "Bearer k"
-        return StreamingResponse(chunks(), media_type="application/json", headers={"x-total-time": "7"})
-
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        port = sk.getsockname()[1]
-    app = Starlette(routes=[Route("/s", streamed, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    while not server.started:
-        time.sleep(0.01)
+    """The lean client against a route that streams its answer in chunks, twice on one connection."""
 
     async def twice():
-        c = LeanClient(f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer k"})
+        c = LeanClient(fake_url, headers={"Authorization": "Bearer k"})
         try:
-            return [await c.post("/s", {"x": 1}) for _ in range(2)], len(c._idle)
+            return [await c.post("/streamed", {"x": 1}) for _ in range(2)], len(c._idle)
         finally:
             await c.aclose()
 
-    try:
-        results, idle = asyncio.run(twice())
-    finally:
-        server.should_exit = True
-        t.join(5)
+    results, idle = asyncio.run(twice())
     assert [status for status, _ in results] == [200, 200]
     assert results[0][1]["transfer-encoding"] == "chunked" and results[0][1]["x-total-time"] == "7"
     assert idle == 1  # one keep-alive connection, reused for the second request
