@@ -126,10 +126,20 @@ class LeanClient:
     async def post(self, path: str, body: dict) -> tuple[int, dict[str, str]]:
         data = json.dumps(body).encode()
         head = (f"POST {self.prefix}{path} HTTP/1.1\r\n{self._head}Content-Length: {len(data)}\r\n\r\n").encode()
-        conn = self._idle.pop() if self._idle else await asyncio.open_connection(self.host, self.port)
+        reused = bool(self._idle)
+        conn = self._idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
         try:
             async with asyncio.timeout(self.timeout):
-                status, headers = await self._exchange(conn, head + data)
+                try:
+                    status, headers = await self._exchange(conn, head + data)
+                except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as e:
+                    # A kept-alive connection the server closed while idle: the request never got
+                    # an answer, so it is safe to send once more on a fresh connection.
+                    if not reused or (isinstance(e, asyncio.IncompleteReadError) and e.partial):
+                        raise
+                    conn[1].close()
+                    conn = await asyncio.open_connection(self.host, self.port)
+                    status, headers = await self._exchange(conn, head + data)
         except BaseException:
             conn[1].close()
             raise

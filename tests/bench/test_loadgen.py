@@ -4,6 +4,7 @@ the whole sweep against the real app with tiny models."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -45,21 +46,30 @@ async def streamed(request):
     return StreamingResponse(chunks(), media_type="application/json", headers={"x-total-time": "7"})
 
 
-@pytest.fixture(scope="module")
-def fake_url():
+@contextlib.contextmanager
+def serve(app, **config):
+    """A real uvicorn server for ``app`` on a free port, in a thread; yields its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = Starlette(routes=[Route("/classify", fake_classify, methods=["POST"]),
-                            Route("/streamed", streamed, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     while not server.started:
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(5)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(5)
+
+
+@pytest.fixture(scope="module")
+def fake_url():
+    app = Starlette(routes=[Route("/classify", fake_classify, methods=["POST"]),
+                            Route("/streamed", streamed, methods=["POST"])])
+    with serve(app) as url:
+        yield url
 
 
 def test_percentile_interpolates():
@@ -132,6 +142,22 @@ def test_lean_client_reads_chunked_bodies_and_sends_headers(fake_url):
     assert [status for status, _ in results] == [200, 200]
     assert results[0][1]["transfer-encoding"] == "chunked" and results[0][1]["x-total-time"] == "7"
     assert idle == 1  # one keep-alive connection, reused for the second request
+
+
+def test_lean_client_resends_once_when_the_server_closed_an_idle_connection():
+    async def apart(url):
+        c = LeanClient(url)
+        try:
+            first = await c.post("/classify", {"inputs": ["d1"]})
+            await asyncio.sleep(0.6)  # the server drops the idle keep-alive connection meanwhile
+            return first, await c.post("/classify", {"inputs": ["d1"]})
+        finally:
+            await c.aclose()
+
+    app = Starlette(routes=[Route("/classify", fake_classify, methods=["POST"])])
+    with serve(app, timeout_keep_alive=0.2) as url:
+        first, second = asyncio.run(apart(url))
+    assert first[0] == second[0] == 200
 
 
 def test_lean_client_refuses_https():
