@@ -8,8 +8,11 @@ N times larger; scale out with replicas instead (README, "Deployment").
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import signal
 import sys
 
@@ -20,12 +23,11 @@ from .settings import load_settings
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; an access record's ``fields`` become top-level keys."""
+
     def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
-        if record.name == "app.access" and msg.startswith("{"):
-            body = json.loads(msg)
-        else:
-            body = {"message": msg}
+        fields = getattr(record, "fields", None)
+        body = dict(fields) if isinstance(fields, dict) else {"message": record.getMessage()}
         out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name, **body}
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
@@ -33,10 +35,16 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    """Lines are formatted where they are logged and written by a listener thread: a write to
+    stderr took 0.14 ms on the README's machine, on the event loop once per request."""
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    to_queue = logging.handlers.QueueHandler(records)
+    to_queue.setFormatter(JsonFormatter())
+    listener = logging.handlers.QueueListener(records, logging.StreamHandler(sys.stderr))
+    listener.start()
+    atexit.register(listener.stop)  # flushes what is queued
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [to_queue]
     root.setLevel(level.upper())
 
 
