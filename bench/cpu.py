@@ -24,8 +24,8 @@ class Snapshot:
     wall: float
 
 
-def _thread_seconds(stat: str) -> float:
-    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)"; utime, stime are fields 14, 15
+def _cpu_seconds(stat: str) -> float:
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": utime, stime are fields 14, 15
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
@@ -33,16 +33,11 @@ def snapshot(server_pid: int | None) -> Snapshot:
     loop = other = None
     if server_pid is not None:
         try:
-            loop, other = 0.0, 0.0
-            for task in Path(f"/proc/{server_pid}/task").iterdir():
-                try:
-                    secs = _thread_seconds((task / "stat").read_text())
-                except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
-                    continue
-                if task.name == str(server_pid):
-                    loop += secs
-                else:
-                    other += secs
+            # The process line counts every thread, ended ones too; the main thread's own line is
+            # the event loop; the rest is everything else.
+            total = _cpu_seconds(Path(f"/proc/{server_pid}/stat").read_text())
+            loop = _cpu_seconds(Path(f"/proc/{server_pid}/task/{server_pid}/stat").read_text())
+            other = total - loop
         except OSError:
             loop = other = None
     return Snapshot(time.process_time(), loop, other, time.perf_counter())
