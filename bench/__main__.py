@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 from tqdm.auto import tqdm
 
-from . import env, profiles
+from . import env, paired, profiles
 from .inprocess import measure
 from .loadgen import CLIENTS, Level, run_level
 
@@ -98,13 +98,13 @@ SWEEPS = {
     "default": {"closed": [("/classify", ("short", "mixed", "long"), (1, 8, 32)),
                            ("/embed", ("short", "mixed"), (1, 32))],
                 "open": [("/classify", "mixed", (0.5, 0.9))],
-                "requests": 3000, "duration_s": 5.0, "inprocess_s": 5.0},
+                "requests": 3000, "duration_s": 5.0, "inprocess_s": 5.0, "paired": (10, 20)},
     # Paper-size models (bench/paper_models.py): single sentences only, longer levels for slower models.
     "paper": {"closed": [("/classify", ("short",), (1, 8, 32))], "open": [],
-              "requests": 3000, "duration_s": 8.0, "inprocess_s": 8.0},
+              "requests": 3000, "duration_s": 8.0, "inprocess_s": 8.0, "paired": (6, 20)},
     "quick": {"closed": [("/classify", ("short",), (1, 4)), ("/embed", ("mixed",), (1,))],
               "open": [("/classify", "short", (0.5,))],
-              "requests": 40, "duration_s": 0.5, "inprocess_s": 0.5},
+              "requests": 40, "duration_s": 0.5, "inprocess_s": 0.5, "paired": (2, 4)},
 }
 
 
@@ -190,6 +190,15 @@ def sweep(args: argparse.Namespace) -> dict:
                     results.append(asdict(s))
                     bar.update(1)
         bar.close()
+        # Overhead at concurrency 1: service and in-process in alternating blocks (bench/paired.py).
+        from app.settings import ModelSpec
+
+        rounds, block = plan["paired"]
+        pairs = []
+        for m in tqdm(models, desc="overhead at c=1", unit="model"):
+            spec = ModelSpec(name=m["name"], path=Path(m["path"]), role=m["role"])
+            pairs.append(asyncio.run(paired.overhead(url, spec, m["device"], inputs["short"], rounds, block,
+                                                     args.client)))
         metrics_text = httpx.get(f"{url}/metrics", timeout=10).text
         environment = env.capture(info)
     finally:
@@ -197,7 +206,7 @@ def sweep(args: argparse.Namespace) -> dict:
             stop_server(proc)
     inproc = _faster(first, _inprocess(models, levels, inputs, plan, info["models"][0]["device"]))
     out = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "url": url, "sweep": args.sweep, "texts": source,
-           "environment": environment, "results": results, "inprocess": inproc,
+           "environment": environment, "results": results, "inprocess": inproc, "paired": pairs,
            "padding_ratio": padding_from_metrics(metrics_text)}
     from . import report
 

@@ -187,6 +187,11 @@ def test_smoke_sweep_against_the_real_app(tmp_path):
         assert c["client_ms"] > 0 and c["server_loop_ms"] >= 0 and c["server_other_ms"] >= 0
         assert 0 < c["cores_busy"] <= data["environment"]["cores"] + 0.5
     assert "load generator / event loop / model threads" in (tmp_path / "out" / "bench.md").read_text()
+    # Overhead at concurrency 1 from alternating blocks, for each model, no request lost.
+    pairs = {x["model"]: x for x in data["paired"]}
+    assert set(pairs) == {"teacher", "student"} and all(x["errors"] == 0 for x in pairs.values())
+    assert all(x["http_p50_ms"] > 0 and x["inprocess_p50_ms"] > 0 for x in pairs.values())
+    assert data["summary"]["per_model"]["student"]["overhead_c1_ms"] == pytest.approx(pairs["student"]["overhead_ms"])
     assert data["inprocess"] and data["environment"]["cores"] >= 1 and data["padding_ratio"]
     for png in ("latency.png", "throughput.png", "speedup.png"):
         assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

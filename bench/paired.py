@@ -1,0 +1,51 @@
+"""The service's overhead at concurrency 1, measured in alternating blocks.
+
+On a shared or throttled machine the speed of the CPU drifts by 10-20% over minutes, which is
+more than the few milliseconds of overhead being measured when HTTP and in-process runs are
+minutes apart. Here blocks of requests through the service and blocks of the same inputs
+in-process (tokenize + forward, on this process's main thread) alternate, so both see the
+same machine, and the overhead is the difference of their medians.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from app.backend import ModelBackend, OutputSpec
+from app.settings import ModelSpec
+
+from .loadgen import HttpxClient, LeanClient
+
+
+async def overhead(url: str, spec: ModelSpec, device: str, inputs: list[tuple[list[str], int]],
+                   rounds: int = 10, block: int = 20, client: str = "lean") -> dict:
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    backend = ModelBackend(spec, dev, torch.float16 if dev.type == "cuda" else torch.float32)
+    backend.warmup(1)
+    kind = "classify" if backend.can_classify else "embed"
+    endpoint = "/classify" if backend.can_classify else "/embed"
+    conn = LeanClient(url) if client == "lean" else HttpxClient(url, None, 1)
+    http, raw, errors = [], [], 0
+    try:
+        for r in range(rounds):
+            block_inputs = [inputs[(r * block + i) % len(inputs)][0] for i in range(block)]
+            for texts in block_inputs:
+                t0 = time.perf_counter()
+                status, _ = await conn.post(endpoint, {"inputs": texts, "model": spec.name})
+                if status == 200:
+                    http.append((time.perf_counter() - t0) * 1000)
+                else:
+                    errors += 1
+            for texts in block_inputs:
+                t0 = time.perf_counter()
+                backend.forward(backend.tokenize(texts), [OutputSpec(kind)] * len(texts))
+                raw.append((time.perf_counter() - t0) * 1000)
+    finally:
+        await conn.aclose()
+    h, p = statistics.median(http) if http else float("nan"), statistics.median(raw)
+    return {"model": spec.name, "endpoint": endpoint, "rounds": rounds, "block": block, "errors": errors,
+            "http_p50_ms": h, "inprocess_p50_ms": p, "overhead_ms": h - p}
