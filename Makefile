@@ -71,7 +71,7 @@ bench: install $(ARTIFACTS)/results.json
 	  --accuracy $(ARTIFACTS)/results.json
 
 # The same sweep on paper-size models (BERT-base teacher, 6-layer student, random weights): what the
-# service costs when the model is the size the paper distils. About 4 minutes on a 2-core CPU.
+# service costs when the model is the size the paper distils. About 3 minutes on a 2-core CPU.
 bench-paper: install $(ARTIFACTS)/results.json
 	$(PY) -m bench.paper_models --out $(ARTIFACTS)/paper --tokenizer $(ARTIFACTS)/teacher
 	$(PY) -m bench sweep --start-server --models-dir $(ARTIFACTS)/paper --sweep paper --out bench/results/paper \
