@@ -66,6 +66,11 @@ class ModelBackend:
         return self.task == "classification"
 
     @property
+    def default_output(self) -> OutputSpec:
+        """Class scores for a classifier, else a sentence embedding."""
+        return OutputSpec("classify" if self.can_classify else "embed")
+
+    @property
     def hidden_size(self) -> int:
         return self.config.hidden_size
 
@@ -94,9 +99,9 @@ class ModelBackend:
         for i, s in enumerate(specs):
             if s.kind == "embed":
                 groups.setdefault((s.pooling, s.normalize), []).append(i)
-        for (method, normalize), rows in groups.items():
-            vecs = pool(last[rows].float(), mask[rows], method, normalize)  # type: ignore[arg-type]
-            for r, i in enumerate(rows):
+        for (method, normalize), members in groups.items():
+            vecs = pool(last[members].float(), mask[members], method, normalize)  # type: ignore[arg-type]
+            for r, i in enumerate(members):
                 out[i] = vecs[r].tolist()
         return out
 
@@ -130,8 +135,7 @@ class ModelBackend:
     def warmup(self, max_batch: int) -> None:
         for b, t in self.warmup_shapes(max_batch):
             ids = [[self.tokenizer.cls_id] + [self.tokenizer.unk_id] * max(t - 2, 0) + [self.tokenizer.sep_id]]
-            kind = "classify" if self.can_classify else "embed"
-            self.forward(ids * b, [OutputSpec(kind)] * b)
+            self.forward(ids * b, [self.default_output] * b)
 
 
 def retry_after_seconds(queued: int, per_second: float) -> int:

@@ -21,7 +21,7 @@ async def get_service(request: Request) -> Service:
 
 
 async def get_settings(request: Request) -> Settings:
-    return cast(Service, request.app.state.service).settings
+    return (await get_service(request)).settings
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]

@@ -63,10 +63,8 @@ class Item:
 @dataclass
 class Output:
     values: list[float]  # class scores in label order, or the embedding
-    length: int
     queue_s: float
     inference_s: float
-    batch_size: int
 
 
 class Batcher:
@@ -218,14 +216,8 @@ class Batcher:
         self.m.inputs.labels(**self.labels).inc(len(group))
         self.m.tokens.labels(**self.labels).inc(sum(lengths))
         self._rate = 0.8 * self._rate + 0.2 * (len(group) / max(elapsed, 1e-6))
-        for row, (it, n) in enumerate(zip(group, lengths, strict=True)):
-            result = Output(
-                values=out[row],
-                length=n,
-                queue_s=it.queue_s,
-                inference_s=elapsed,
-                batch_size=len(group),
-            )
+        for it, values in zip(group, out, strict=True):
+            result = Output(values=values, queue_s=it.queue_s, inference_s=elapsed)
             it.loop.call_soon_threadsafe(_set_result, it.future, result)
 
     @staticmethod

@@ -25,7 +25,7 @@ import httpx
 from tqdm.auto import tqdm
 
 from . import env, paired, profiles
-from .inprocess import measure
+from .inprocess import measure, spec_of
 from .loadgen import CLIENTS, Level, run_level
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,11 +110,9 @@ SWEEPS = {
 
 def _inprocess(models: list[dict], levels: list[Level], inputs: dict, plan: dict, device: str) -> list[dict]:
     """The same models and inputs without HTTP, at each (model, profile, concurrency) of the sweep."""
-    from app.settings import ModelSpec
-
     out = []
     for m in models:
-        spec = ModelSpec(name=m["name"], path=Path(m["path"]), role=m["role"])
+        spec = spec_of(m)
         endpoints = {lv.endpoint for lv in levels if lv.model == m["name"]}
         for prof in sorted({lv.profile for lv in levels if lv.model == m["name"]}):
             for c in sorted({lv.concurrency for lv in levels if lv.model == m["name"] and lv.profile == prof}):
@@ -191,14 +189,10 @@ def sweep(args: argparse.Namespace) -> dict:
                     bar.update(1)
         bar.close()
         # Overhead at concurrency 1: service and in-process in alternating blocks (bench/paired.py).
-        from app.settings import ModelSpec
-
         rounds, block = plan["paired"]
-        pairs = []
-        for m in tqdm(models, desc="overhead at c=1", unit="model"):
-            spec = ModelSpec(name=m["name"], path=Path(m["path"]), role=m["role"])
-            pairs.append(asyncio.run(paired.overhead(url, spec, m["device"], inputs["short"], rounds, block,
-                                                     args.client)))
+        pairs = [asyncio.run(paired.overhead(url, spec_of(m), m["device"], inputs["short"], rounds, block,
+                                             args.client))
+                 for m in tqdm(models, desc="overhead at c=1", unit="model")]
         metrics_text = httpx.get(f"{url}/metrics", timeout=10).text
         environment = env.capture(info)
     finally:
@@ -249,8 +243,6 @@ def main(argv: list[str] | None = None) -> None:
     sw.add_argument("--readme", help="write the 'Teacher vs student' section into this README")
     sw.add_argument("--accuracy", default="artifacts/results.json", help="real-distillation results, if present")
     sw.add_argument("--seed", type=int, default=0)
-    sw.add_argument("--client", choices=CLIENTS, default="lean", help=CLIENT_HELP)
-    sw.add_argument("--server-pid", type=int, help=PID_HELP)
     sw.add_argument("--section", default="bench", help="README markers <!-- SECTION:start/end --> to fill")
     sw.add_argument("--command-name", default="make bench", help="the command the report says produced it")
     ld = sub.add_parser("load", help="one load level")
@@ -263,8 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     ld.add_argument("--requests", type=int, default=200)
     ld.add_argument("--duration", type=float, default=10.0)
     ld.add_argument("--seed", type=int, default=0)
-    ld.add_argument("--client", choices=CLIENTS, default="lean", help=CLIENT_HELP)
-    ld.add_argument("--server-pid", type=int, help=PID_HELP)
+    for cmd in (sw, ld):
+        cmd.add_argument("--client", choices=CLIENTS, default="lean", help=CLIENT_HELP)
+        cmd.add_argument("--server-pid", type=int, help=PID_HELP)
     rp = sub.add_parser("report", help="rewrite the Markdown, plots and README section from a JSON file")
     rp.add_argument("--results", default="bench/results/bench.json")
     rp.add_argument("--out", default="bench/results")

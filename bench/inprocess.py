@@ -6,20 +6,27 @@ from __future__ import annotations
 import statistics
 import time
 
-import torch
-
-from app.backend import ModelBackend, OutputSpec
+from app.backend import ModelBackend, resolve_device, resolve_dtype
 from app.settings import ModelSpec
+
+
+def load_backend(spec: ModelSpec, device: str) -> ModelBackend:
+    """The model as the service would load it on ``device`` (auto: CUDA in float16, else CPU float32)."""
+    dev = resolve_device(device)
+    return ModelBackend(spec, dev, resolve_dtype("auto", dev))
+
+
+def spec_of(info_model: dict) -> ModelSpec:
+    """A served model (an entry of /info's ``models``) as a spec to load it here."""
+    return ModelSpec(name=info_model["name"], path=info_model["path"], role=info_model["role"])
 
 
 def measure(spec: ModelSpec, device: str, inputs: list[tuple[list[str], int]], concurrency: int,
             max_requests: int = 200, max_seconds: float = 8.0) -> dict:
     """Concurrency 1: tokenize + forward per request. Concurrency N: the next N requests as one
     batch (no sorting), i.e. what perfect batching of N simultaneous clients could do."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    backend = ModelBackend(spec, dev, torch.float16 if dev.type == "cuda" else torch.float32)
-    wanted = OutputSpec("classify" if backend.can_classify else "embed")
+    backend = load_backend(spec, device)
+    wanted = backend.default_output
     backend.warmup(min(concurrency, 32))
     lat, n_inputs, tokens = [], 0, 0
     t0 = time.perf_counter()

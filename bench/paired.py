@@ -12,21 +12,17 @@ from __future__ import annotations
 import statistics
 import time
 
-import torch
-
-from app.backend import ModelBackend, OutputSpec
 from app.settings import ModelSpec
 
+from .inprocess import load_backend
 from .loadgen import HttpxClient, LeanClient
 
 
 async def overhead(url: str, spec: ModelSpec, device: str, inputs: list[tuple[list[str], int]],
                    rounds: int = 10, block: int = 20, client: str = "lean") -> dict:
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    backend = ModelBackend(spec, dev, torch.float16 if dev.type == "cuda" else torch.float32)
+    backend = load_backend(spec, device)
     backend.warmup(1)
-    kind = "classify" if backend.can_classify else "embed"
+    wanted = backend.default_output
     endpoint = "/classify" if backend.can_classify else "/embed"
     conn = LeanClient(url) if client == "lean" else HttpxClient(url, None, 1)
     http, raw, errors = [], [], 0
@@ -42,7 +38,7 @@ async def overhead(url: str, spec: ModelSpec, device: str, inputs: list[tuple[li
                     errors += 1
             for texts in block_inputs:
                 t0 = time.perf_counter()
-                backend.forward(backend.tokenize(texts), [OutputSpec(kind)] * len(texts))
+                backend.forward(backend.tokenize(texts), [wanted] * len(texts))
                 raw.append((time.perf_counter() - t0) * 1000)
     finally:
         await conn.aclose()

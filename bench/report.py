@@ -159,6 +159,18 @@ def plots(data: dict, out: Path) -> None:
     r = roles(data)
     colors = {"teacher": "tab:blue", "student": "tab:orange"}
 
+    def save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+        """The part every chart shares: log-2 load axis, labels, grid, legend, PNG."""
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)  # major lines; the latency chart adds its minor ones itself
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
     def series(name: str, profile: str = "short"):
         pts = sorted((x["level"]["concurrency"], x) for x in data["results"]
                      if x["level"]["model"] == name and x["level"]["endpoint"] == "/classify"
@@ -170,16 +182,10 @@ def plots(data: dict, out: Path) -> None:
         cs, xs = series(name)
         for q, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
             ax.plot(cs, [x["latency_ms"][q] for x in xs], style, marker="o", color=colors[role], label=f"{role} {q}")
-    ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("concurrent clients")
-    ax.set_ylabel("latency (ms)")
-    ax.set_title("/classify latency vs load (single sentences)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "latency.png")
-    plt.close(fig)
+    save(fig, ax, out / "latency.png", "concurrent clients", "latency (ms)",
+         "/classify latency vs load (single sentences)")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     for role, name in r.items():
@@ -188,15 +194,8 @@ def plots(data: dict, out: Path) -> None:
         raw = [(c, _inproc(data, name, "short", c)) for c in cs]
         ax.plot([c for c, v in raw if v], [v["inputs_per_s"] for _, v in raw if v], "--", color=colors[role],
                 alpha=0.6, label=f"{role} in-process")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrent clients (in-process: batch size)")
-    ax.set_ylabel("inputs / s")
-    ax.set_title("/classify throughput vs concurrency")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "throughput.png")
-    plt.close(fig)
+    save(fig, ax, out / "throughput.png", "concurrent clients (in-process: batch size)", "inputs / s",
+         "/classify throughput vs concurrency")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     if "teacher" in r and "student" in r:
@@ -212,15 +211,8 @@ def plots(data: dict, out: Path) -> None:
             ax.plot(common, [t_by[c]["latency_ms"]["p50"] / s_by[c]["latency_ms"]["p50"] for c in common], style,
                     marker="s", color="tab:purple", label=f"p50 latency ratio ({profile})")
     ax.axhline(1.8, color="gray", lw=0.8, ls="--")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrent clients")
-    ax.set_ylabel("student speed-up over teacher (×)")
-    ax.set_title("Student speed-up vs load")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "speedup.png")
-    plt.close(fig)
+    save(fig, ax, out / "speedup.png", "concurrent clients", "student speed-up over teacher (×)",
+         "Student speed-up vs load")
 
 
 def write_all(data: dict, out: Path, readme: Path | None = None, accuracy: Path | None = None,

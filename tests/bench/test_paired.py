@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
-
-import httpx
 
 from app.main import create_app
 from app.settings import ModelSpec
+from bench.__main__ import wait_ready
 from bench.paired import overhead
 from tests.app.conftest import make_settings
 from tests.bench.test_loadgen import serve
@@ -20,10 +18,7 @@ def test_alternating_blocks_on_a_classifier_and_an_embedder(tmp_path):
     app = create_app(make_settings(ckpts))
     inputs = [(["the film was good"], 6), (["a slow and tedious story about nothing much"], 11)]
     with serve(app) as url:
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{url}/ready").status_code != 200:
-            assert time.monotonic() < deadline, "never ready"
-            time.sleep(0.05)
+        wait_ready(url, None, timeout=60)
         results = {name: asyncio.run(overhead(url, ModelSpec(name=name, path=ckpts[name], role="other"), "cpu",
                                               inputs, rounds=3, block=4))
                    for name in ("student", "embedder")}
