@@ -46,6 +46,12 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4, out_dir="runs/distill"))
 
 
+def _task_train(out_dir: str) -> TrainConfig:
+    """Fine-tuning optimiser defaults (BERT's: lr 5e-5, clip 1.0, decay 0.01), shared by both task stages."""
+    return TrainConfig(lr=5e-5, out_dir=out_dir, max_grad_norm=1.0, weight_decay=0.01,
+                       adam_betas=(0.9, 0.999), adam_eps=1e-8)
+
+
 @dataclass
 class FinetuneConfig:
     """Fine-tune a checkpoint (base or classifier) on a labeled classification file."""
@@ -60,9 +66,7 @@ class FinetuneConfig:
     embed_reference: str | None = None  # keep sentence embeddings close to this model's while fine-tuning
     alpha_embed: float = 0.0
     freeze_embeddings: bool = False
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, out_dir="runs/finetune",
-                                                                   max_grad_norm=1.0, weight_decay=0.01,
-                                                                   adam_betas=(0.9, 0.999), adam_eps=1e-8))
+    train: TrainConfig = field(default_factory=lambda: _task_train("runs/finetune"))
 
 
 @dataclass
@@ -85,9 +89,7 @@ class TaskDistillConfig:
     embed_reference: str | None = None  # keep sentence embeddings close to this model's
     alpha_embed: float = 0.0
     freeze_embeddings: bool = False
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, out_dir="runs/distill-task",
-                                                                   max_grad_norm=1.0, weight_decay=0.01,
-                                                                   adam_betas=(0.9, 0.999), adam_eps=1e-8))
+    train: TrainConfig = field(default_factory=lambda: _task_train("runs/distill-task"))
 
 
 @dataclass
