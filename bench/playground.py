@@ -1,0 +1,193 @@
+"""The playground page in a real headless Chromium: ``make screenshot``.
+
+Starts the service (the models of ``make models`` when artifacts/ has them, else tiny random
+ones), fills the page with a few sentences, submits, and writes a 1280×800 screenshot to
+docs/playground.png, the page's weight and its first paint to docs/playground.json, and the
+README's ``<!-- playground:start/end -->`` section. The tests drive the same browser (``chromium``).
+
+Debian's chromium and chromium-driver (``make system-deps``); the driver's path is given, so
+Selenium Manager never tries to download one (it could not: no network to its hosts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from .report import markers
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
+PAGE = ROOT / "app" / "static" / "playground.html"
+SAMPLE = ["A gorgeous, moving film with a wonderful cast.",
+          "Tedious, predictable and far too long.",
+          "The plot was fine but the actors were really not very good.",
+          "I loved it!"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chromium(width: int = 1280, height: int = 800) -> WebDriver:
+    """Headless Debian Chromium with a ``width``×``height`` CSS-pixel viewport; console and
+    network events kept (``driver.get_log("browser")``, ``driver.get_log("performance")``)."""
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    # --no-sandbox: Chromium's sandbox refuses to run as root (CI containers);
+    # background networking off: the browser itself has nobody to talk to here.
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                "--hide-scrollbars", f"--window-size={width},{height}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=ChromeService(executable_path=str(CHROMEDRIVER)), options=opts)
+    set_viewport(driver, width, height)
+    return driver
+
+
+def set_viewport(driver: WebDriver, width: int, height: int) -> None:
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+
+
+def submit(driver: WebDriver, texts: list[str], task: str = "classify") -> None:
+    """Type the inputs, pick the task, press Ctrl+Enter, wait for results or an error."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = driver.find_element(By.ID, "inputs")
+    box.clear()
+    box.send_keys("\n".join(texts))
+    driver.find_element(By.CSS_SELECTOR, f"input[name=task][value={task}]").click()
+    driver.execute_script("document.getElementById('results').replaceChildren()")
+    box.send_keys(Keys.CONTROL, Keys.ENTER)
+    WebDriverWait(driver, 30).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#results .pred") or d.find_element(By.ID, "error").is_displayed())
+
+
+PAINT_JS = """
+const nav = performance.getEntriesByType('navigation')[0];
+const paint = Object.fromEntries(performance.getEntriesByType('paint').map(e => [e.name, e.startTime]));
+return {response_end_ms: nav.responseEnd, transfer_bytes: nav.transferSize, body_bytes: nav.decodedBodySize,
+        first_paint_ms: paint['first-paint'] ?? null,
+        first_contentful_paint_ms: paint['first-contentful-paint'] ?? null};
+"""
+
+
+def page_timing(driver: WebDriver) -> dict:
+    """Paint timing of the current page, and first paint counted from the HTML's last byte."""
+    WebDriverWait(driver, 10).until(
+        lambda d: d.execute_script("return performance.getEntriesByType('paint').length") > 0)
+    t = driver.execute_script(PAINT_JS)
+    t["first_paint_after_html_ms"] = t["first_paint_ms"] - t["response_end_ms"]
+    return t
+
+
+def measure_loads(driver: WebDriver, url: str, loads: int) -> dict:
+    runs = []
+    for _ in range(loads):
+        driver.get(url)
+        runs.append(page_timing(driver))
+    med = {k: round(statistics.median(r[k] for r in runs), 1)
+           for k in ("first_paint_ms", "first_contentful_paint_ms", "first_paint_after_html_ms")}
+    return {"loads": loads, "median": med, "runs": runs, "transfer_bytes": runs[-1]["transfer_bytes"],
+            "body_bytes": runs[-1]["body_bytes"]}
+
+
+def readme_section(res: dict) -> str:
+    m = res["timing"]["median"]
+    return (f"![The playground: teacher and student side by side]({res['screenshot']})\n\n"
+            f"Open <http://127.0.0.1:8000/> once `make serve` runs: type sentences (one per line), "
+            f"Ctrl+Enter, and both models answer side by side. One HTML file, "
+            f"{res['page_bytes'] / 1024:.1f} KB, no external URL; first paint "
+            f"{m['first_paint_after_html_ms']:.0f} ms after the HTML arrived (median of "
+            f"{res['timing']['loads']} loads, headless Chromium {res['browser']}, {res['date']}). "
+            f"Screenshot with {res['models']} (`make screenshot`).")
+
+
+def write_readme(readme: Path, section: str) -> None:
+    start, end = markers("playground")
+    text = readme.read_text()
+    if start not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} markers")
+    readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{section}\n{end}",
+                             text, flags=re.S))
+
+
+def _models(artifacts: Path, scratch: Path) -> tuple[Path, dict, str]:
+    """The served models: make models' serve.json, else its student/teacher, else tiny random ones."""
+    serve = artifacts / "serve.json"
+    if serve.is_file():
+        return artifacts, {"DISTIL_MODELS": json.dumps(json.loads(serve.read_text())["models"])}, \
+            f"the models of `make models` ({serve})"
+    if (artifacts / "student").is_dir() and (artifacts / "teacher").is_dir():
+        return artifacts, {}, f"the models of `make models` ({artifacts})"
+    from tests.fixtures import tiny_pair  # only without artifacts: random 2- and 4-layer models
+
+    tiny_pair(scratch)
+    return scratch, {}, "tiny random models (no artifacts/: run `make models` for real ones)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "playground.png")
+    p.add_argument("--results", type=Path, default=ROOT / "docs" / "playground.json")
+    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    p.add_argument("--loads", type=int, default=9, help="page loads timed for the first paint")
+    args = p.parse_args(argv)
+    from .__main__ import start_server, stop_server, wait_ready  # the service's start and stop, as make bench
+
+    with tempfile.TemporaryDirectory() as scratch:
+        models_dir, env, which = _models(args.artifacts, Path(scratch))
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = start_server(models_dir, port, env)
+        try:
+            wait_ready(url, proc)
+            # A few comparisons first, so the live strip has latencies to draw.
+            for _ in range(12):
+                httpx.post(f"{url}/compare", json={"inputs": SAMPLE, "task": "classify"}, timeout=60)
+            driver = chromium(1280, 800)
+            try:
+                timing = measure_loads(driver, f"{url}/", args.loads)
+                submit(driver, SAMPLE)
+                WebDriverWait(driver, 10).until(lambda d: "n=0" not in d.find_element(By.ID, "live").text)
+                time.sleep(0.3)  # let the bars' layout settle before the capture
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                driver.save_screenshot(str(args.out))
+                browser = driver.capabilities.get("browserVersion", "?")
+            finally:
+                driver.quit()
+        finally:
+            stop_server(proc)
+    res = {"command": "make screenshot", "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
+           "cpus": os.cpu_count(), "browser": browser, "models": which, "viewport": [1280, 800],
+           "screenshot": args.out.resolve().relative_to(ROOT).as_posix(), "page_bytes": PAGE.stat().st_size,
+           "timing": timing}
+    args.results.write_text(json.dumps(res, indent=2) + "\n")
+    section = readme_section(res)
+    write_readme(args.readme, section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
