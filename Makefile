@@ -7,7 +7,7 @@ ARTIFACTS ?= artifacts
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: system-deps install assets test test-fast lint format models serve bench bench-paper bench-model bench-train report clean
+.PHONY: system-deps install assets test test-fast lint format models serve bench bench-paper bench-model bench-train report screenshot clean
 
 install: $(STAMP)
 
@@ -27,11 +27,14 @@ $(STAMP): pyproject.toml requirements/dev.lock
 assets: install
 	$(PY) -m training.assets
 
-# Debian's prometheus (and promtool) for the dashboard-query tests; root or sudo installs it.
+# Debian's prometheus (and promtool) for the dashboard-query tests, chromium and chromium-driver for the
+# playground's browser tests and `make screenshot`; root or sudo installs them.
 system-deps:
-	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
+	    || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends \
+	    prometheus chromium chromium-driver; \
 	fi
 
 test: install assets system-deps
@@ -82,6 +85,12 @@ bench-model: install
 
 bench-train: install
 	$(PY) bench/train_speed.py --json bench/results/train_speed.json
+
+# The playground filled in headless Chromium at 1280x800: docs/playground.png, its weight and first paint
+# (docs/playground.json) and the README's quick-start section. The models of `make models` when $(ARTIFACTS)
+# has them, else tiny random ones (the results file says which). Under a minute.
+screenshot: install system-deps
+	$(PY) -m bench.playground --artifacts $(ARTIFACTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
