@@ -12,14 +12,17 @@ Selenium Manager never tries to download one (it could not: no network to its ho
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import os
-import platform
 import re
 import socket
 import statistics
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -101,26 +104,59 @@ def page_timing(driver: WebDriver) -> dict:
     return t
 
 
-def measure_loads(driver: WebDriver, url: str, loads: int) -> dict:
-    runs = []
+BLANK = (b'<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"></head>'
+         b"<body><p>blank</p></body></html>")
+
+
+@contextmanager
+def blank_page() -> Iterator[str]:
+    """A near-empty page on a local HTTP server: the browser's own floor for first paint."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(BLANK)))
+            self.end_headers()
+            self.wfile.write(BLANK)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+
+
+def measure_loads(driver: WebDriver, urls: dict[str, str], loads: int) -> dict:
+    """Each page loaded ``loads`` times, alternating, so drift hits them alike; medians."""
+    runs: dict[str, list[dict]] = {name: [] for name in urls}
     for _ in range(loads):
-        driver.get(url)
-        runs.append(page_timing(driver))
-    med = {k: round(statistics.median(r[k] for r in runs), 1)
-           for k in ("first_paint_ms", "first_contentful_paint_ms", "first_paint_after_html_ms")}
-    return {"loads": loads, "median": med, "runs": runs, "transfer_bytes": runs[-1]["transfer_bytes"],
-            "body_bytes": runs[-1]["body_bytes"]}
+        for name, url in urls.items():
+            driver.get(url)
+            runs[name].append(page_timing(driver))
+    out = {}
+    for name, rs in runs.items():
+        med = {k: round(statistics.median(r[k] for r in rs), 1)
+               for k in ("first_paint_ms", "first_contentful_paint_ms", "first_paint_after_html_ms")}
+        out[name] = {"loads": loads, "median": med, "transfer_bytes": rs[-1]["transfer_bytes"],
+                     "body_bytes": rs[-1]["body_bytes"], "runs": rs}
+    return out
 
 
 def readme_section(res: dict) -> str:
-    m = res["timing"]["median"]
+    page, blank = res["timing"]["playground"], res["timing"]["blank"]
+    fp, floor = page["median"]["first_paint_after_html_ms"], blank["median"]["first_paint_after_html_ms"]
     return (f"![The playground: teacher and student side by side]({res['screenshot']})\n\n"
-            f"Open <http://127.0.0.1:8000/> once `make serve` runs: type sentences (one per line), "
-            f"Ctrl+Enter, and both models answer side by side. One HTML file, "
-            f"{res['page_bytes'] / 1024:.1f} KB, no external URL; first paint "
-            f"{m['first_paint_after_html_ms']:.0f} ms after the HTML arrived (median of "
-            f"{res['timing']['loads']} loads, headless Chromium {res['browser']}, {res['date']}). "
-            f"Screenshot with {res['models']} (`make screenshot`).")
+            f"Open <http://127.0.0.1:8000/> once `make serve` runs: type sentences (one per line), press "
+            f"Ctrl+Enter, and both models answer side by side, with a live p50/p95 strip per model. One HTML "
+            f"file of {res['page_bytes'] / 1024:.1f} KB, no external URL. First paint {fp:.0f} ms after the HTML "
+            f"arrived (a blank page in the same browser: {floor:.0f} ms; medians of {page['loads']} alternating "
+            f"loads, headless Chromium {res['browser']}, {res['date']}). Screenshot with {res['models']}; "
+            f"`make screenshot` writes it and these numbers ({res['results']}).")
 
 
 def write_readme(readme: Path, section: str) -> None:
@@ -130,6 +166,13 @@ def write_readme(readme: Path, section: str) -> None:
         raise SystemExit(f"{readme} has no {start} ... {end} markers")
     readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{section}\n{end}",
                              text, flags=re.S))
+
+
+def _shown(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _models(artifacts: Path, scratch: Path) -> tuple[Path, dict, str]:
@@ -154,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
     p.add_argument("--loads", type=int, default=9, help="page loads timed for the first paint")
     args = p.parse_args(argv)
+    from . import env as environment
     from .__main__ import start_server, stop_server, wait_ready  # the service's start and stop, as make bench
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -163,12 +207,14 @@ def main(argv: list[str] | None = None) -> None:
         proc = start_server(models_dir, port, env)
         try:
             wait_ready(url, proc)
+            machine = environment.capture(httpx.get(f"{url}/info", timeout=10).json())
             # A few comparisons first, so the live strip has latencies to draw.
             for _ in range(12):
                 httpx.post(f"{url}/compare", json={"inputs": SAMPLE, "task": "classify"}, timeout=60)
             driver = chromium(1280, 800)
             try:
-                timing = measure_loads(driver, f"{url}/", args.loads)
+                with blank_page() as blank:
+                    timing = measure_loads(driver, {"playground": f"{url}/", "blank": blank}, args.loads)
                 submit(driver, SAMPLE)
                 WebDriverWait(driver, 10).until(lambda d: "n=0" not in d.find_element(By.ID, "live").text)
                 time.sleep(0.3)  # let the bars' layout settle before the capture
@@ -179,10 +225,9 @@ def main(argv: list[str] | None = None) -> None:
                 driver.quit()
         finally:
             stop_server(proc)
-    res = {"command": "make screenshot", "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
-           "cpus": os.cpu_count(), "browser": browser, "models": which, "viewport": [1280, 800],
-           "screenshot": args.out.resolve().relative_to(ROOT).as_posix(), "page_bytes": PAGE.stat().st_size,
-           "timing": timing}
+    res = {"command": "make screenshot", "date": time.strftime("%Y-%m-%d"), "environment": machine,
+           "browser": browser, "models": which, "viewport": [1280, 800], "screenshot": _shown(args.out),
+           "results": _shown(args.results), "page_bytes": PAGE.stat().st_size, "timing": timing}
     args.results.write_text(json.dumps(res, indent=2) + "\n")
     section = readme_section(res)
     write_readme(args.readme, section)
