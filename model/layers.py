@@ -5,6 +5,8 @@ Shape legend: B batch, T tokens, C hidden size, H heads, D head size (C = H * D)
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -85,6 +87,9 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(C, C)
         self.out = nn.Linear(C, C)
         self.dropout_p = config.attention_dropout
+        # True: softmax(Q K^T / sqrt(D) + bias) V spelled out, the form ONNX Runtime's attention
+        # fusion recognises; model/export.py sets it while tracing. Same numbers, no fused kernel.
+        self.explicit = False
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, C = x.shape
@@ -94,9 +99,15 @@ class SelfAttention(nn.Module):
             return t.view(B, T, H, C // H).transpose(1, 2)  # (B, T, C) -> (B, H, T, D)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p if self.training else 0.0
-        )  # (B, H, T, D)
+        if self.explicit:
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(C // H)  # (B, H, T, T)
+            if attn_mask is not None:
+                scores = scores + attn_mask
+            y = torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, H, T, D)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p if self.training else 0.0
+            )  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, C)
         return self.out(y)
 
@@ -134,10 +145,10 @@ def attention_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> t
     """(B, T) 1/0 padding mask -> additive (B, 1, 1, T) bias for every query."""
     if attention_mask is None:
         return None
-    keep = attention_mask[:, None, None, :].to(torch.bool)  # (B, T) -> (B, 1, 1, T)
-    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(
-        ~keep, torch.finfo(dtype).min
-    )
+    # (1 - mask) * min rather than masked_fill: the same values, in the form ONNX Runtime's
+    # attention fusion matches (model/export.py).
+    keep = attention_mask[:, None, None, :].to(dtype)  # (B, T) -> (B, 1, 1, T)
+    return (1.0 - keep) * torch.finfo(dtype).min
 
 
 class MaskedLMHead(nn.Module):
