@@ -4,30 +4,18 @@ query run against a real Prometheus scraping a real service under load."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from .support import ROOT, tool
+
 DASHBOARD = ROOT / "docker" / "grafana" / "dashboards" / "distilbert.json"
 REQUIRED_PANELS = ["Latency p50 / p95 / p99", "speed-up", "Throughput", "batch size", "Padding ratio",
                    "Queue depth", "Rejected requests", "Error rate"]
-
-
-def _bin(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if not found:
-        pytest.skip(f"{name} is not installed (make test installs it)")
-    return found
 
 
 def queries() -> list[tuple[str, str]]:
@@ -36,13 +24,13 @@ def queries() -> list[tuple[str, str]]:
 
 
 def test_hadolint_has_nothing_above_info():
-    r = subprocess.run([_bin("hadolint"), "--failure-threshold", "warning", "docker/Dockerfile"], cwd=ROOT,
+    r = subprocess.run([tool("hadolint"), "--failure-threshold", "warning", "docker/Dockerfile"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_promtool_accepts_the_prometheus_config():
-    r = subprocess.run([_bin("promtool"), "check", "config", "docker/prometheus/prometheus.yml"], cwd=ROOT,
+    r = subprocess.run([tool("promtool"), "check", "config", "docker/prometheus/prometheus.yml"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0 and "SUCCESS" in r.stdout + r.stderr, r.stdout + r.stderr
 
@@ -113,74 +101,9 @@ def test_dashboard_is_valid_and_has_every_panel():
         assert p["datasource"]["uid"] == "prometheus" and p["targets"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} never answered 200")
-
-
 @pytest.mark.slow
-def test_every_dashboard_query_against_real_prometheus(tmp_path):
-    prometheus = _bin("prometheus")
-    from tests.fixtures import tiny_pair
-
-    ckpts = tiny_pair(tmp_path / "models")
-    api_port, prom_port = _free_port(), _free_port()
-    models = [{"name": "student", "path": str(ckpts["student"]), "role": "student"},
-              {"name": "teacher", "path": str(ckpts["teacher"]), "role": "teacher"}]
-    env = {**os.environ, "DISTIL_MODELS": json.dumps(models), "DISTIL_DEVICE": "cpu", "DISTIL_MAX_QUEUE_SIZE": "4",
-           "DISTIL_MAX_CLIENT_BATCH_SIZE": "4", "DISTIL_MAX_BATCH_SIZE": "2"}
-    api = subprocess.Popen([sys.executable, "-m", "app", "--port", str(api_port)], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # The shipped config, pointed at this test's service and scraped every second.
-    cfg = yaml.safe_load((ROOT / "docker" / "prometheus" / "prometheus.yml").read_text())
-    cfg["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    cfg["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{api_port}"]}]
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
-    prom = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base, prom_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prom_port}"
-    try:
-        _wait(f"{base}/ready")
-        _wait(f"{prom_url}/-/ready")
-        stop = time.monotonic() + 8
-
-        def client(model: str, flood: bool) -> None:
-            with httpx.Client(base_url=base, timeout=30) as c:
-                while time.monotonic() < stop:
-                    texts = ["the movie was great and the plot was fine"] * (4 if flood else 1)
-                    c.post("/classify", json={"inputs": texts, "model": model})
-                    c.post("/embed", json={"inputs": texts, "model": model})
-
-        threads = [threading.Thread(target=client, args=(m, i % 2 == 1)) for m in ("student", "teacher")
-                   for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        time.sleep(2.5)  # let the last scrapes land
-        results = {}
-        for title, expr in queries():
-            r = httpx.get(f"{prom_url}/api/v1/query", params={"query": expr}, timeout=10).json()
-            assert r["status"] == "success", (title, expr, r)
-            results[(title, expr)] = r["data"]["result"]
-    finally:
-        for p in (api, prom):
-            p.terminate()
-            p.wait(30)
+def test_every_dashboard_query_against_real_prometheus(scraped):
+    results = {(title, expr): scraped.query(expr) for title, expr in queries()}
     for (title, expr), series in results.items():
         assert series, f"no series for {title}: {expr}"
         if "speed-up" in title:

@@ -1,0 +1,170 @@
+"""Kubernetes manifests (deploy/k8s): every rendered kustomization against the Kubernetes OpenAPI
+schemas offline, probes and scrape paths against the app's real routes, the graceful-shutdown budget
+against the service's own settings, and the autoscaling metric's PromQL against a real Prometheus."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from app.settings import Settings
+from deploy.kustomize import render
+
+from .support import POD_LABELS, ROOT
+
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.32.0"  # the schemas the manifests are checked against (kubernetes-validate's copy)
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # no OpenAPI schema offline: checked below by hand
+KUSTOMIZATIONS = sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
+SERVICE_OVERLAYS = [K8S / "cpu", K8S / "gpu"]
+
+
+def one(docs: list[dict], kind: str) -> dict:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, (kind, [d["kind"] for d in docs])
+    return found[0]
+
+
+def app_routes() -> set[tuple[str, str]]:
+    """(method, path) of every route the service really serves, from its own app (OpenAPI: the routers
+    are included lazily, so app.routes does not list them)."""
+    from app.main import create_app
+
+    app = create_app(Settings(models=[{"name": "m", "path": "/nonexistent", "role": "student"}]))
+    return {(m.upper(), path) for path, ops in app.openapi()["paths"].items() for m in ops}
+
+
+def api_container(docs: list[dict]) -> dict:
+    containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "api")
+
+
+def test_every_manifest_file_is_rendered_by_some_kustomization():
+    used: set[Path] = set()
+    for folder in KUSTOMIZATIONS:
+        spec = yaml.safe_load((folder / "kustomization.yaml").read_text())
+        used |= {(folder / r).resolve() for r in spec.get("resources", []) if (folder / r).is_file()}
+        used |= {(folder / p["path"]).resolve() for p in spec.get("patches", [])}
+    files = {p.resolve() for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml"}
+    assert files and files <= used, sorted(str(p) for p in files - used)
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: p.relative_to(K8S).as_posix())
+def test_rendered_manifests_validate_against_kubernetes_schemas(folder):
+    docs = render(folder)
+    assert docs
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) in CRDS:
+            continue
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)  # raises with the offending field
+
+
+@pytest.mark.parametrize("folder", SERVICE_OVERLAYS, ids=lambda p: p.name)
+def test_probes_and_scrape_path_are_real_routes(folder):
+    docs, routes = render(folder), app_routes()
+    c = api_container(docs)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    probes = {k: c[k]["httpGet"] for k in ("startupProbe", "readinessProbe", "livenessProbe")}
+    for kind, get in probes.items():
+        assert ("GET", get["path"]) in routes, (kind, get["path"])
+        assert get["port"] in ports, (kind, get["port"])
+    assert probes["readinessProbe"]["path"] == "/ready" and probes["livenessProbe"]["path"] == "/health"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert int(env["DISTIL_PORT"]) == ports["http"]
+    # The Service and the ServiceMonitor reach the pods through that named port.
+    service, monitor = one(docs, "Service"), one(docs, "ServiceMonitor")
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http"}
+    assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    for ep in monitor["spec"]["endpoints"]:
+        assert ep["port"] in {p["name"] for p in service["spec"]["ports"]}
+        assert ("GET", ep["path"]) in routes
+
+
+@pytest.mark.parametrize("folder", SERVICE_OVERLAYS, ids=lambda p: p.name)
+def test_environment_is_real_settings_and_termination_outlasts_the_drain(folder, monkeypatch):
+    docs = render(folder)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    c = api_container(docs)
+    env = {e["name"]: e["value"] for e in c["env"]}
+    for name in env:
+        assert name.startswith("DISTIL_") and name[7:].lower() in Settings.model_fields, name
+        monkeypatch.setenv(name, env[name])
+    settings = Settings()  # the pod's values, validated by the service's own settings class
+    assert settings.device in ("cpu", "cuda")
+    pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    # SIGTERM comes after preStop; the service then drains for up to graceful_timeout_s.
+    assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + settings.graceful_timeout_s
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/models"]["readOnly"] is True and "/tmp" in mounts
+    for spec in settings.models:
+        assert spec.path.parent == Path("/models"), spec.path
+
+
+def test_gpu_overlay_asks_for_one_gpu_and_cpu_overlay_for_none():
+    gpu = api_container(render(K8S / "gpu"))["resources"]
+    cpu = api_container(render(K8S / "cpu"))["resources"]
+    assert gpu["limits"]["nvidia.com/gpu"] == 1 and gpu["requests"]["nvidia.com/gpu"] == 1
+    assert "nvidia.com/gpu" not in {**cpu.get("limits", {}), **cpu.get("requests", {})}
+    assert api_container(render(K8S / "gpu"))["image"].endswith(":cuda")
+    assert api_container(render(K8S / "cpu"))["image"].endswith(":cpu")
+
+
+def test_distillation_job_resumes_from_its_checkpoint_volume():
+    docs = render(K8S / "distill")
+    job = one(docs, "Job")
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    args = dict(a.split("=", 1) for a in c["args"])
+    assert c["command"][:1] == ["torchrun"] and c["command"][-2:] == ["training", "distill"]
+    assert args["train.resume"] == "true"
+    nproc = int(next(a for a in c["command"] if a.startswith("--nproc_per_node=")).split("=")[1])
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == nproc
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    out_volume = next(v for path, v in mounts.items() if args["train.out_dir"].startswith(path + "/"))
+    claim = next(v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if v["name"] == out_volume)
+    assert claim in {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    # The paper's effective batch: GPUs x per-GPU batch x accumulation ~ 4,096 sequences per step.
+    assert nproc * int(args["train.batch_size"]) * int(args["train.grad_accum"]) == 4096
+
+
+def adapter_rules() -> list[dict]:
+    cm = one(render(K8S / "prometheus-adapter"), "ConfigMap")
+    return yaml.safe_load(cm["data"]["config.yaml"])["rules"]
+
+
+def test_hpa_metric_is_one_the_adapter_exposes():
+    hpa = one(render(K8S / "base"), "HorizontalPodAutoscaler")
+    exposed = {r["name"]["as"] for r in adapter_rules()}
+    for m in hpa["spec"]["metrics"]:
+        assert m["type"] == "Pods" and m["pods"]["metric"]["name"] in exposed
+    assert hpa["spec"]["scaleTargetRef"]["name"] == one(render(K8S / "base"), "Deployment")["metadata"]["name"]
+
+
+def promql(rule: dict) -> str:
+    """The query prometheus-adapter sends for one pod of the HPA's namespace (its Go template, filled)."""
+    series = re.match(r"^(\w+)", rule["seriesQuery"]).group(1)
+    matchers = f'namespace="{POD_LABELS["namespace"]}",pod=~"{POD_LABELS["pod"]}"'
+    return (rule["metricsQuery"].replace("<<.Series>>", series).replace("<<.LabelMatchers>>", matchers)
+            .replace("<<.GroupBy>>", "pod"))
+
+
+@pytest.mark.slow
+def test_adapter_rules_run_against_real_prometheus(scraped):
+    for rule in adapter_rules():
+        assert scraped.series(rule["seriesQuery"]), rule["seriesQuery"]
+        query = promql(rule)
+        (sample,) = scraped.query(query)  # one series: this pod
+        assert sample["metric"] == {"pod": POD_LABELS["pod"]}
+        assert float(sample["value"][1]) >= 0
+        if "in_flight" in query:  # the HPA's metric moved under the load
+            window = int(scraped.load_seconds) + 1
+            (peak,) = scraped.query(f"max_over_time(({query})[{window}s:1s])")
+            assert float(peak["value"][1]) > 0, peak
