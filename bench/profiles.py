@@ -1,7 +1,7 @@
 """Input profiles for the benchmark: short, medium, long and mixed lengths.
 
 Drawn from the real sentiment snippets and news sentences when the default assets are in
-the cache (training/assets.py), else from the bundled sample_texts.txt.
+the cache (experiments/assets.py), else from the bundled sample_texts.txt.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ BOUNDS = {"short": (1, 20), "medium": (21, 64), "long": (65, 256)}
 
 def source_texts() -> tuple[list[str], str]:
     try:
-        from training.assets import cache_root
+        from experiments.assets import cache_root
 
         root = cache_root()
         if (root / "sentiment" / ".complete").is_file() and (root / "news" / ".complete").is_file():
-            from training.datasets import load_news, load_sentiment
+            from experiments.datasets import load_news, load_sentiment
 
             snippets = [t for t, _ in load_sentiment(root / "sentiment")["test"]]
             news = load_news(root / "news")

@@ -11,7 +11,10 @@ import logging
 import sys
 
 from .config import DistillConfig, EvaluateConfig, FinetuneConfig, TaskDistillConfig, load_config
-from .tasks import run_distill, run_distill_task, run_evaluate, run_finetune
+from .distill import run_distill
+from .distill_task import run_distill_task
+from .evaluate import run_evaluate
+from .finetune import run_finetune
 
 COMMANDS = {
     "distill": (DistillConfig, run_distill),

@@ -82,5 +82,4 @@ def init_student(
             s_enc.layers[s_i].load_state_dict(t_enc.layers[t_i].state_dict())
         if task == "mlm" and getattr(teacher, "task", "") == "mlm":
             student.head.load_state_dict(teacher.head.state_dict())
-    student.layer_map = layers  # recorded for logs and checkpoints
     return student

@@ -20,7 +20,7 @@ import model
 from tests.fixtures import WORDS, write_tiny
 from training.__main__ import main as train_main
 from training.config import DistillConfig, load_config
-from training.tasks import run_distill
+from training.distill import run_distill
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,8 +62,8 @@ def _metrics(out: Path) -> list[dict]:
 def test_distill_lowers_losses_and_moves_student_toward_teacher(assets, tmp_path):
     out = tmp_path / "run"
     cfg = load_config(DistillConfig, None, _distill_args(assets, out, **{"train.max_steps": 60}))
+    from training.distill import distill_agreement
     from training.init import init_student
-    from training.tasks import distill_agreement
 
     teacher = model.load(assets / "teacher_mlm")
     tok = model.Tokenizer.from_dir(assets / "teacher_mlm")

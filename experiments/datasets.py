@@ -14,6 +14,7 @@ from pathlib import Path
 csv.field_size_limit(1 << 24)
 
 SENTIMENT_FILE = "movieReviewSnippets_GroundTruth.txt"
+OOD_FILES = {"tweets": "tweets_GroundTruth.txt", "nyt": "nytEditorialSnippets_GroundTruth.txt"}
 NEWS_FILE = "NewsArticles.csv"
 LABELS = {0: "negative", 1: "positive"}
 
@@ -28,10 +29,10 @@ def split_of(key: str) -> str:
     return "train" if b < 8 else ("dev" if b == 8 else "test")
 
 
-def load_sentiment(folder: str | Path) -> dict[str, list[tuple[str, int]]]:
-    """{split: [(text, label)]}: score > 0 positive (1), < 0 negative (0), 0 dropped."""
-    path = Path(folder) / SENTIMENT_FILE
-    out: dict[str, list[tuple[str, int]]] = {"train": [], "dev": [], "test": []}
+def read_ground_truth(path: Path) -> list[tuple[str, str, int]]:
+    """(id, text, label) rows of a ground-truth TSV (id, sentiment, text): score > 0 positive (1),
+    < 0 negative (0), 0 dropped."""
+    out = []
     with path.open(encoding="utf-8", newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(rows)
@@ -43,7 +44,27 @@ def load_sentiment(folder: str | Path) -> dict[str, list[tuple[str, int]]]:
             rid, score, text = row[0].strip(), float(row[1]), "\t".join(row[2:]).strip()
             if score == 0 or not text:
                 continue
-            out[split_of(rid)].append((text, 1 if score > 0 else 0))
+            out.append((rid, text, 1 if score > 0 else 0))
+    return out
+
+
+def load_sentiment(folder: str | Path) -> dict[str, list[tuple[str, int]]]:
+    """{split: [(text, label)]} of the movie-review snippets, 80/10/10 by id."""
+    out: dict[str, list[tuple[str, int]]] = {"train": [], "dev": [], "test": []}
+    for rid, text, label in read_ground_truth(Path(folder) / SENTIMENT_FILE):
+        out[split_of(rid)].append((text, label))
+    return out
+
+
+def load_ood(folder: str | Path) -> dict[str, dict[str, list[tuple[str, int]]]]:
+    """{domain: {"dev" | "test": [(text, label)]}} for the out-of-domain sets, halved by a hash of
+    the domain and id. Never trained on: the dev halves take part in model selection only."""
+    out = {}
+    for domain, name in OOD_FILES.items():
+        halves: dict[str, list[tuple[str, int]]] = {"dev": [], "test": []}
+        for rid, text, label in read_ground_truth(Path(folder) / name):
+            halves["dev" if bucket(f"{domain}:{rid}", 2) == 0 else "test"].append((text, label))
+        out[domain] = halves
     return out
 
 
@@ -83,7 +104,7 @@ def load_news(folder: str | Path) -> dict[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m training.datasets --out data``: the real data as plain files for the CLI.
+    """``python -m experiments.datasets --out data``: the real data as plain files for the CLI.
 
     Writes data/sentiment/{train,dev,test}.tsv (text, label) and data/news.txt (one paragraph
     per line) and data/news_heldout.txt (held-out sentences).

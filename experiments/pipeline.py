@@ -1,0 +1,460 @@
+"""``make models``: the default teacher and student, built from real weights and data.
+
+  data      movie-review snippets (train/dev/test by id), out-of-domain tweets and NYT editorial
+            snippets (dev/test halves by id, never trained on), news for embeddings
+  teacher   all-MiniLM-L6-v2 in our BERT, fine-tuned on the movie-review train split -> artifacts/teacher
+  students  the default recipe (``Recipe``) and any candidate recipes; task distillation from the
+            teacher; the dev splits (in-domain and out-of-domain halves) choose      -> artifacts/student
+  baseline  the same student initialisation trained on the labels alone              -> artifacts/baseline
+  embedder  a student distilled for sentence embeddings toward all-MiniLM-L6-v2
+            (hidden-state + pooled cosine, no task fine-tuning)                      -> artifacts/student_embedder
+            the teacher's embedder is all-MiniLM-L6-v2 itself                         -> artifacts/teacher_embedder
+  evaluate  test accuracy per domain and retention, CPU latency, embedding agreement -> artifacts/results.json
+  serve     the models and the task each serves                                      -> artifacts/serve.json
+
+Every stage is one function; each training stage is the library's own command config (training/config.py)
+with this experiment's overrides. Test splits are read by ``evaluate`` only. Seeded and reproducible;
+progress bars per step and a log in artifacts/pipeline.log.
+
+    python -m experiments.pipeline [--out artifacts] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import random
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+import model
+from bench.env import cpu_model
+from model.pooling import mean_pool
+from training.common import classification_metrics, score
+from training.config import DistillConfig, FinetuneConfig, TaskDistillConfig, to_dict
+from training.data import collate
+from training.distill import run_distill
+from training.distill_task import run_distill_task
+from training.finetune import run_finetune
+from training.trainer import TrainConfig
+
+from .assets import fetch
+from .datasets import LABELS, load_news, load_ood, load_sentiment, write_splits
+
+log = logging.getLogger("experiments.pipeline")
+Rows = list[tuple[str, int]]
+IN_DOMAIN = "movies"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a student classifier is made: what the ablation varies. The defaults are the recipe
+    ``make models`` uses, chosen by docs/ablation.md (plain task KD, every weight trainable)."""
+
+    general_distillation: bool = False  # start from a student generally distilled on news
+    augment: bool = False  # + unlabeled news sentences scored by the teacher (KD only)
+    freeze_embeddings: bool = False
+    alpha_embed: float = 0.0  # pooled-cosine preservation toward the original all-MiniLM-L6-v2
+    alpha: float = 0.5  # weight of the teacher's soft targets; 0: labels only (the baseline)
+    temperature: float = 2.0
+    layers: int = 3  # of all-MiniLM-L6-v2's 6
+
+
+BASELINE = Recipe(alpha=0.0)
+
+
+def _task_train(**kw) -> TrainConfig:
+    """The task stages' optimiser: the library's fine-tuning defaults, with this experiment's budget."""
+    return replace(FinetuneConfig().train, **{"batch_size": 32, "warmup_fraction": 0.06, "save_every": 0,
+                                              "log_every": 10, **kw})
+
+
+@dataclass
+class PipelineConfig:
+    out: str = "artifacts"
+    seed: int = 42
+    threads: int | None = None
+    recipe: Recipe = Recipe()
+    # Extra recipes trained beside the default; the dev score decides which one is served.
+    candidates: dict[str, Recipe] = field(default_factory=dict)
+    # The library's command configs; paths and output folders are filled in per run.
+    teacher: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
+        labels=list(LABELS.values()), max_length=64, train=_task_train(epochs=2, lr=1e-4)))
+    student: TaskDistillConfig = field(default_factory=lambda: TaskDistillConfig(
+        max_length=64, train=_task_train(epochs=3, lr=1e-4)))
+    general: DistillConfig = field(default_factory=lambda: DistillConfig(
+        max_length=64, alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=1.0, alpha_pooled_cos=2.0, freeze_embeddings=True,
+        train=TrainConfig(max_steps=300, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
+                          log_every=10)))
+    embedder: DistillConfig = field(default_factory=lambda: DistillConfig(
+        max_length=64, alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=1.0, alpha_pooled_cos=2.0,
+        train=TrainConfig(max_steps=1500, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
+                          log_every=10)))
+    unlabeled: int = 2000  # news sentences for the augmented recipes
+    embedder_sentences: int = 60000  # news sentences the embedder distils on
+    n_latency: int = 200
+    n_embed: int = 1000
+    limit: int | None = None  # quick mode: this many training examples
+
+
+def quick(cfg: PipelineConfig) -> PipelineConfig:
+    """A few hundred examples and a few steps per stage (tests)."""
+    short = {"epochs": 1, "batch_size": 16}
+    return replace(
+        cfg, limit=200, unlabeled=64, embedder_sentences=200, n_latency=5, n_embed=40,
+        teacher=replace(cfg.teacher, train=replace(cfg.teacher.train, **short)),
+        student=replace(cfg.student, train=replace(cfg.student.train, **short)),
+        general=replace(cfg.general, train=replace(cfg.general.train, max_steps=4, batch_size=8)),
+        embedder=replace(cfg.embedder, train=replace(cfg.embedder.train, max_steps=4, batch_size=8)))
+
+
+# -- data -------------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    """Labeled rows per domain: ``train`` (movie reviews only), ``dev`` and ``test`` per domain
+    (the in-domain movie reviews first, then the out-of-domain sets), and news text."""
+
+    files: dict[str, Path]  # train/dev TSVs for the training commands, news text files
+    dev: Mapping[str, Rows]
+    test: Mapping[str, Rows]
+    news_heldout: list[str]
+    counts: dict[str, int]
+
+
+def load_data(cfg: PipelineConfig, work: Path) -> Data:
+    sentiment = load_sentiment(fetch("sentiment"))
+    ood = load_ood(fetch("sentiment_ood"))
+    news = load_news(fetch("news"))
+    if cfg.limit:
+        pick = random.Random(cfg.seed)
+        sentiment = {k: pick.sample(v, min(cfg.limit if k == "train" else cfg.limit // 4, len(v)))
+                     for k, v in sentiment.items()}
+        ood = {d: {h: pick.sample(v, min(cfg.limit // 4, len(v))) for h, v in halves.items()}
+               for d, halves in ood.items()}
+        news = {"train": news["train"][:200], "heldout": news["heldout"][: cfg.n_embed]}
+    splits = write_splits({k: sentiment[k] for k in ("train", "dev")}, work / "sentiment")
+    rng = random.Random(cfg.seed)
+    sentences = [s for p in news["train"] for s in p.split(". ") if 30 <= len(s) <= 300]
+    files = {"train": splits["train"], "dev": splits["dev"], "unlabeled": work / "news_unlabeled.txt",
+             "news_sentences": work / "news_sentences.txt", "news_paragraphs": work / "news_train.txt"}
+    files["unlabeled"].write_text("\n".join(rng.sample(sentences, min(cfg.unlabeled, len(sentences)))) + "\n")
+    files["news_sentences"].write_text(
+        "\n".join(rng.sample(sentences, min(cfg.embedder_sentences, len(sentences)))) + "\n")
+    files["news_paragraphs"].write_text("\n".join(news["train"]) + "\n")
+    dev = {IN_DOMAIN: sentiment["dev"], **{d: h["dev"] for d, h in ood.items()}}
+    test = {IN_DOMAIN: sentiment["test"], **{d: h["test"] for d, h in ood.items()}}
+    counts = {"train": len(sentiment["train"]), **{f"dev_{d}": len(v) for d, v in dev.items()},
+              **{f"test_{d}": len(v) for d, v in test.items()}, "news_train_paragraphs": len(news["train"]),
+              "news_sentences_available": len(sentences), "embed_heldout": len(news["heldout"][: cfg.n_embed])}
+    log.info("data: %s", counts)
+    return Data(files, dev, test, news["heldout"][: cfg.n_embed], counts)
+
+
+# -- training stages --------------------------------------------------------------------------------
+def _train(tc: TrainConfig, out: Path, seed: int, threads: int | None) -> TrainConfig:
+    return replace(tc, out_dir=str(out), seed=seed, threads=threads)
+
+
+# How a run is carried out, not what it computes: a finished run that differs only in these is reused.
+_VOLATILE = ("out_dir", "threads", "progress", "device", "resume", "log_every", "save_every")
+
+
+def _comparable(config: dict) -> dict:
+    return config | {"train": {k: v for k, v in config["train"].items() if k not in _VOLATILE}}
+
+
+def _run_once(command, cfg) -> Path:
+    """Run a training command unless its output folder already holds a finished run of the same
+    configuration (so ``make models`` and ``make ablation`` share the teacher, and a stopped
+    pipeline continues); returns the exported model's folder."""
+    final = Path(cfg.train.out_dir) / "final"
+    saved = final / "training_config.json"
+    want = json.loads(json.dumps(to_dict(cfg), default=str))
+    if saved.is_file() and _comparable(json.loads(saved.read_text())) == _comparable(want):
+        log.info("reusing %s (same configuration)", final)
+        return final
+    command(cfg)
+    return final
+
+
+def train_teacher(cfg: PipelineConfig, data: Data, work: Path) -> Path:
+    """all-MiniLM-L6-v2 fine-tuned on the movie-review train split."""
+    return _run_once(run_finetune, replace(
+        cfg.teacher, model=str(fetch("minilm")), train_file=str(data.files["train"]),
+        train=_train(cfg.teacher.train, work / "teacher", cfg.seed, cfg.threads)))
+
+
+def general_distillation(cfg: PipelineConfig, data: Data, work: Path, layers: int) -> Path:
+    """A student generally distilled on news paragraphs toward all-MiniLM-L6-v2 (Recipe.general_distillation)."""
+    return _run_once(run_distill, replace(
+        cfg.general, teacher=str(fetch("minilm")), corpus=str(data.files["news_paragraphs"]), student_layers=layers,
+        train=_train(cfg.general.train, work / f"general_{layers}l", cfg.seed, cfg.threads)))
+
+
+def train_student(cfg: PipelineConfig, data: Data, work: Path, teacher: Path, recipe: Recipe, name: str,
+                  seed: int | None = None) -> Path:
+    """Task distillation from the teacher with ``recipe`` (labels only when recipe.alpha is 0)."""
+    seed = cfg.seed if seed is None else seed
+    minilm = fetch("minilm")
+    start = general_distillation(cfg, data, work, recipe.layers) if recipe.general_distillation else None
+    return _run_once(run_distill_task, replace(
+        cfg.student, teacher=str(teacher), student=str(start) if start else None, student_layers=recipe.layers,
+        train_file=str(data.files["train"]), dev_file=None,
+        unlabeled_file=str(data.files["unlabeled"]) if recipe.augment else None,
+        alpha=recipe.alpha, temperature=recipe.temperature, freeze_embeddings=recipe.freeze_embeddings,
+        alpha_embed=recipe.alpha_embed, embed_reference=str(minilm) if recipe.alpha_embed > 0 else None,
+        train=_train(cfg.student.train, work / name, seed, cfg.threads)))
+
+
+def train_embedder(cfg: PipelineConfig, data: Data, work: Path) -> Path:
+    """A student for sentence embeddings: distilled toward all-MiniLM-L6-v2 on news sentences,
+    no task fine-tuning."""
+    return _run_once(run_distill, replace(
+        cfg.embedder, teacher=str(fetch("minilm")), corpus=str(data.files["news_sentences"]),
+        student_layers=cfg.recipe.layers, train=_train(cfg.embedder.train, work / "embedder", cfg.seed, cfg.threads)))
+
+
+# -- measurements -----------------------------------------------------------------------------------
+def accuracy_by_domain(path: Path, sets: Mapping[str, Rows], max_length: int) -> dict[str, dict]:
+    """{domain: accuracy, macro F1, n} of the classifier at ``path``, plus the predictions."""
+    m = model.load(path)
+    tok = model.Tokenizer.from_dir(path)
+    out = {}
+    for domain, rows in sets.items():
+        pred = score(m, tok.tokenize_ids([t for t, _ in rows]), tok.pad_id, max_length).argmax(-1)
+        out[domain] = classification_metrics(pred, [y for _, y in rows], 2) | {"pred": pred}
+    return out
+
+
+def with_retention(student: dict[str, dict], teacher: dict[str, dict]) -> dict[str, float]:
+    """Accuracy and retention (student / teacher accuracy) per domain, the out-of-domain mean, and
+    the selection score: the mean of in-domain and out-of-domain-mean retention."""
+    res: dict[str, float] = {}
+    for d in student:
+        res[f"accuracy_{d}"] = student[d]["accuracy"]
+        res[f"retention_{d}"] = student[d]["accuracy"] / teacher[d]["accuracy"]
+    ood = [d for d in student if d != IN_DOMAIN]
+    res["accuracy_ood_mean"] = statistics.mean(student[d]["accuracy"] for d in ood)
+    res["retention_ood_mean"] = statistics.mean(res[f"retention_{d}"] for d in ood)
+    res["score"] = (res[f"retention_{IN_DOMAIN}"] + res["retention_ood_mean"]) / 2
+    return res
+
+
+def select(candidates: dict[str, Path], teacher: Path, dev: Mapping[str, Rows], max_length: int
+           ) -> tuple[str, dict[str, dict[str, float]]]:
+    """The candidate with the best dev score (in-domain dev and out-of-domain dev halves only)."""
+    t = accuracy_by_domain(teacher, dev, max_length)
+    scores = {name: with_retention(accuracy_by_domain(p, dev, max_length), t) for name, p in candidates.items()}
+    return max(scores, key=lambda n: scores[n]["score"]), scores
+
+
+@torch.no_grad()
+def latency_b1(paths: dict[str, Path], texts: list[str], max_length: int) -> dict[str, float]:
+    """Median forward ms at batch 1 on this CPU, tokenization excluded. The models take turns
+    on each input, so background noise falls on all of them alike."""
+    models = {n: model.load(p) for n, p in paths.items()}
+    toks = {n: model.Tokenizer.from_dir(p) for n, p in paths.items()}
+    batches = {n: [collate([x], toks[n].pad_id, max_length) for x in toks[n].tokenize_ids(texts)] for n in paths}
+    for n, m in models.items():
+        for b in batches[n][:5]:
+            m(*b)
+    times: dict[str, list[float]] = {n: [] for n in paths}
+    for i in range(len(texts)):
+        for n, m in models.items():
+            t0 = time.perf_counter()
+            m(*batches[n][i])
+            times[n].append((time.perf_counter() - t0) * 1000)
+    return {n: statistics.median(ts) for n, ts in times.items()}
+
+
+@torch.no_grad()
+def sentence_embeddings(path: Path, texts: list[str], max_length: int) -> torch.Tensor:
+    m = model.load(path, head="base")
+    tok = model.Tokenizer.from_dir(path)
+    ids = tok.tokenize_ids(texts)
+    out = []
+    for i in range(0, len(ids), 64):
+        x, mask = collate(ids[i:i + 64], tok.pad_id, max_length)
+        out.append(torch.nn.functional.normalize(mean_pool(m(x, mask), mask), dim=-1))
+    return torch.cat(out)
+
+
+def embedding_agreement(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """Mean cosine of paired embeddings and top-1 neighbour agreement (self excluded)."""
+    cos = (a * b).sum(-1)
+    sa, sb = a @ a.T, b @ b.T
+    sa.fill_diagonal_(-2)
+    sb.fill_diagonal_(-2)
+    agree = (sa.argmax(-1) == sb.argmax(-1)).float().mean().item()
+    return {"mean_cosine": cos.mean().item(), "top1_agreement": agree, "n": a.shape[0]}
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+
+
+@dataclass
+class Built:
+    """What the training stages produced, before any test split is read."""
+
+    teacher: Path
+    student: Path
+    baseline: Path
+    embedder: Path
+    choice: str
+    dev: dict[str, dict[str, float]]
+
+
+def build(cfg: PipelineConfig, data: Data, work: Path, step) -> Built:
+    """Every training stage and the dev-split selection. Reads ``data.dev`` and the training
+    files; never ``data.test``."""
+    teacher = train_teacher(cfg, data, work)
+    step("teacher")
+    candidates = {"default": train_student(cfg, data, work, teacher, cfg.recipe, "student")}
+    step("student")
+    for name, recipe in cfg.candidates.items():
+        candidates[name] = train_student(cfg, data, work, teacher, recipe, f"student_{name}")
+        step(f"student_{name}")
+    baseline = train_student(cfg, data, work, teacher, replace(cfg.recipe, alpha=0.0), "baseline")
+    step("baseline")
+    choice, dev = select(candidates | {"baseline": baseline}, teacher, data.dev, cfg.student.max_length)
+    if choice == "baseline":  # the baseline is measured on dev too, but is never the student
+        choice = max(candidates, key=lambda n: dev[n]["score"])
+    log.info("dev scores %s: chose %s", {k: round(v["score"], 4) for k, v in dev.items()}, choice)
+    step("select")
+    embedder = train_embedder(cfg, data, work)
+    step("embedder")
+    return Built(teacher, candidates[choice], baseline, embedder, choice, dev)
+
+
+def evaluate(cfg: PipelineConfig, built: Built, data: Data, out: Path) -> dict:
+    """Publish the chosen models and measure them on the test splits."""
+    for name, src in (("teacher", built.teacher), ("student", built.student), ("baseline", built.baseline),
+                      ("student_embedder", built.embedder), ("teacher_embedder", fetch("minilm"))):
+        _copy(src, out / name)
+    max_length = cfg.student.max_length
+    names = ("teacher", "student", "baseline")
+    lat_texts = random.Random(cfg.seed).sample([t for t, _ in data.test[IN_DOMAIN]],
+                                               min(cfg.n_latency, len(data.test[IN_DOMAIN])))
+    latencies = latency_b1({n: out / n for n in names}, lat_texts, max_length)
+    per_domain = {n: accuracy_by_domain(out / n, data.test, max_length) for n in names}
+    models: dict[str, dict] = {}
+    for n in names:
+        m = model.load(out / n)
+        r = {"accuracy": per_domain[n][IN_DOMAIN]["accuracy"], "macro_f1": per_domain[n][IN_DOMAIN]["macro_f1"],
+             "parameters": sum(p.numel() for p in m.parameters()), "layers": m.config.num_layers,
+             "family": m.config.family, "latency_ms_b1": latencies[n],
+             "domains": {d: {k: v for k, v in x.items() if k != "pred"} for d, x in per_domain[n].items()}}
+        if n != "teacher":
+            r |= with_retention(per_domain[n], per_domain["teacher"])
+            r["retention"] = r[f"retention_{IN_DOMAIN}"]
+            r["speedup_b1"] = latencies["teacher"] / latencies[n]
+            r["teacher_agreement"] = (per_domain[n][IN_DOMAIN]["pred"] == per_domain["teacher"][IN_DOMAIN]["pred"]
+                                      ).float().mean().item()
+            r["parameters_vs_teacher"] = r["parameters"] / models["teacher"]["parameters"]
+        else:
+            r["accuracy_ood_mean"] = statistics.mean(v["accuracy"] for d, v in per_domain[n].items()
+                                                     if d != IN_DOMAIN)
+        models[n] = r
+    emb = {n: sentence_embeddings(p, data.news_heldout, max_length)
+           for n, p in (("minilm", fetch("minilm")), ("teacher_embedder", out / "teacher_embedder"),
+                        ("student_embedder", out / "student_embedder"), ("teacher", out / "teacher"),
+                        ("student", out / "student"))}
+    embeddings = {
+        "student_embedder_vs_teacher_embedder": embedding_agreement(emb["student_embedder"], emb["teacher_embedder"]),
+        "teacher_embedder_vs_minilm": embedding_agreement(emb["teacher_embedder"], emb["minilm"]),
+        # One checkpoint for both tasks? The classifiers' own mean-pooled embeddings, measured.
+        "student_classifier_vs_teacher_classifier": embedding_agreement(emb["student"], emb["teacher"]),
+        "teacher_classifier_vs_minilm": embedding_agreement(emb["teacher"], emb["minilm"]),
+    }
+    s, b = models["student"], models["baseline"]
+    e = embeddings["student_embedder_vs_teacher_embedder"]
+    targets = {
+        "retention_ge_0.97": s["retention"] >= 0.97,
+        "ood_retention_ge_0.97": s["retention_ood_mean"] >= 0.97,
+        "student_above_baseline": s["accuracy"] > b["accuracy"] and s["accuracy_ood_mean"] > b["accuracy_ood_mean"],
+        "speedup_ge_1.8": s["speedup_b1"] >= 1.8,
+        "embed_cosine_ge_0.90": e["mean_cosine"] >= 0.90,
+        "top1_agreement_ge_0.70": e["top1_agreement"] >= 0.70,
+        "teacher_embedder_cosine_ge_0.99": embeddings["teacher_embedder_vs_minilm"]["mean_cosine"] >= 0.99,
+    }
+    return {"models": models, "embeddings": embeddings, "targets": targets}
+
+
+def serve_config(out: Path) -> dict:
+    """The DISTIL_CONFIG file ``make serve`` reads: each model and the task it serves."""
+    entries = [("student", "student", "classify"), ("teacher", "teacher", "classify"),
+               ("student_embedder", "student", "embed"), ("teacher_embedder", "teacher", "embed")]
+    return {"models": [{"name": n.replace("_", "-"), "path": str(out / n), "role": role, "task": task}
+                       for n, role, task in entries]}
+
+
+# -- the pipeline -----------------------------------------------------------------------------------
+def run(cfg: PipelineConfig) -> dict:
+    out = Path(cfg.out)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "pipeline.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+
+    def step(name: str) -> None:
+        timings[name] = round(time.perf_counter() - t_start - sum(timings.values()), 1)
+        log.info("step %s done in %.1fs", name, timings[name])
+        print(f"[pipeline] {name}: {timings[name]:.1f}s", file=sys.stderr, flush=True)
+
+    data = load_data(cfg, work)
+    step("data")
+    built = build(cfg, data, work, step)
+    measured = evaluate(cfg, built, data, out)
+    step("evaluate")
+    (out / "serve.json").write_text(json.dumps(serve_config(out), indent=2) + "\n")
+    results = {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version(), "device": "cuda" if torch.cuda.is_available() else "cpu"},
+        "config": asdict(cfg),
+        "data": data.counts,
+        **measured,
+        "selection": {"on": sorted(data.dev), "dev": built.dev, "choice": built.choice},
+        "timings_s": timings | {"total": round(time.perf_counter() - t_start, 1)},
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    log.info("results: %s", json.dumps(results["models"]))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m experiments.pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="artifacts")
+    p.add_argument("--quick", action="store_true", help="a few hundred examples, a few steps per stage (tests)")
+    p.add_argument("--threads", type=int)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    cfg = PipelineConfig(out=args.out, threads=args.threads)
+    res = run(quick(cfg) if args.quick else cfg)
+    print(json.dumps({"models": res["models"], "embeddings": res["embeddings"], "targets": res["targets"],
+                      "timings_s": res["timings_s"]}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The make models pipeline end to end on a few hundred real examples: per-domain fields, the serve
+configuration, and model selection that never reads a test split."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+
+import pytest
+
+import model
+from experiments import pipeline
+from experiments.pipeline import PipelineConfig, Recipe, build, evaluate, load_data, quick, with_retention
+
+
+class Sealed(Mapping):
+    """Test splits that fail on any read: what build() (training and selection) gets."""
+
+    def __getitem__(self, key):
+        raise AssertionError(f"the test split {key!r} was read during training or selection")
+
+    def __iter__(self):
+        raise AssertionError("the test splits were listed during training or selection")
+
+    def __len__(self):
+        raise AssertionError("the test splits were counted during training or selection")
+
+
+def test_sealed_splits_catch_a_read():
+    with pytest.raises(AssertionError):
+        dict(Sealed())
+    with pytest.raises(AssertionError):
+        Sealed()["movies"]
+
+
+def test_retention_and_score_per_domain():
+    acc = {"movies": {"accuracy": 0.8}, "tweets": {"accuracy": 0.6}, "nyt": {"accuracy": 0.7}}
+    teacher = {"movies": {"accuracy": 0.8}, "tweets": {"accuracy": 0.8}, "nyt": {"accuracy": 0.7}}
+    r = with_retention(acc, teacher)
+    assert r["retention_movies"] == 1.0 and r["retention_tweets"] == 0.75 and r["retention_nyt"] == 1.0
+    assert r["accuracy_ood_mean"] == pytest.approx(0.65) and r["retention_ood_mean"] == pytest.approx(0.875)
+    assert r["score"] == pytest.approx((1.0 + 0.875) / 2)
+
+
+@pytest.mark.slow
+def test_quick_pipeline_selects_on_dev_only_and_reports_every_domain(tmp_path):
+    import transformers
+
+    cfg = quick(PipelineConfig(out=str(tmp_path), threads=1, candidates={"t4": Recipe(temperature=4.0)}))
+    work = tmp_path / "work"
+    work.mkdir()
+    data = load_data(cfg, work)
+    assert set(data.dev) == set(data.test) == {"movies", "tweets", "nyt"}
+    built = build(cfg, replace(data, test=Sealed()), work, lambda name: None)
+    assert built.choice in {"default", "t4"} and set(built.dev) == {"default", "t4", "baseline"}
+    for scores in built.dev.values():
+        assert {"retention_movies", "retention_tweets", "retention_nyt", "retention_ood_mean", "score"} <= set(scores)
+    res = evaluate(cfg, built, data, tmp_path)
+
+    student, teacher = res["models"]["student"], res["models"]["teacher"]
+    assert set(student["domains"]) == {"movies", "tweets", "nyt"}
+    for d in ("movies", "tweets", "nyt"):
+        assert student[f"retention_{d}"] == pytest.approx(student["domains"][d]["accuracy"]
+                                                          / teacher["domains"][d]["accuracy"])
+    assert {"accuracy_ood_mean", "retention_ood_mean", "speedup_b1", "teacher_agreement"} <= set(student)
+    assert {"ood_retention_ge_0.97", "teacher_embedder_cosine_ge_0.99"} <= set(res["targets"])
+    assert res["embeddings"]["teacher_embedder_vs_minilm"]["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
+    for name in ("teacher", "student", "baseline"):
+        loaded = model.load(tmp_path / name)
+        assert loaded.task == "classification" and loaded.config.id2label == {0: "negative", 1: "positive"}
+        assert transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / name) is not None
+    assert model.load(tmp_path / "student").config.num_layers == 3
+    assert model.load(tmp_path / "student_embedder").task == "base"
+    assert model.read_pooling(tmp_path / "student_embedder") == "mean"
+
+    serve = pipeline.serve_config(tmp_path)
+    tasks = {(m["role"], m["task"]) for m in serve["models"]}
+    assert tasks == {("student", "classify"), ("teacher", "classify"), ("student", "embed"), ("teacher", "embed")}
+    json.dumps(serve)
+
+
+def test_a_finished_stage_is_reused_only_with_the_same_configuration(tmp_path):
+    from training.config import FinetuneConfig
+
+    calls = []
+    cfg = FinetuneConfig(model="m", train=replace(FinetuneConfig().train, out_dir=str(tmp_path / "run")))
+
+    def fake_command(c):  # writes what an export writes: the folder and its training config
+        calls.append(c)
+        (tmp_path / "run" / "final").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "run" / "final" / "training_config.json").write_text(json.dumps(pipeline.to_dict(c), default=str))
+
+    pipeline._run_once(fake_command, cfg)
+    pipeline._run_once(fake_command, replace(cfg, train=replace(cfg.train, threads=1, log_every=3)))
+    assert len(calls) == 1  # how it runs changed, not what it computes
+    pipeline._run_once(fake_command, replace(cfg, train=replace(cfg.train, lr=1e-3)))
+    pipeline._run_once(fake_command, replace(cfg, model="other"))
+    assert len(calls) == 3

@@ -1,0 +1,149 @@
+"""Pieces the training commands share: frozen models, classifiers from any checkpoint, the export,
+length-grouped sequence data, and batched scoring (predictions, cached teacher outputs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import model
+from model.pooling import mean_pool
+
+from .config import to_dict
+from .data import collate, length_grouped_batches
+from .trainer import Batch
+
+log = logging.getLogger("training")
+
+
+class Frozen:
+    """A frozen model owned by one training command: eval mode, no gradients, and it follows its
+    inputs to their device (moved once, on first use). Not an nn.Module attribute of the trained
+    model, so it stays out of its checkpoints and of DDP."""
+
+    def __init__(self, m: nn.Module) -> None:
+        self.module = m.eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
+
+    def on(self, device: torch.device) -> nn.Module:
+        if next(self.module.parameters()).device != device:
+            self.module.to(device)
+        return self.module
+
+
+def classifier_from(path: str | Path, id2label: dict[int, str]) -> nn.Module:
+    """A classifier from any checkpoint: its own head if the labels match, else a new head."""
+    base = model.load(path)
+    if base.task == "classification" and base.config.id2label == id2label:
+        return base
+    cfg = base.config.replace(id2label=id2label)
+    cls = model.BertForSequenceClassification if cfg.family == "bert" else model.DistilBertForSequenceClassification
+    clf = cls(cfg)
+    missing, unexpected = clf.encoder.load_state_dict(base.encoder.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("pooler.") for k in missing):
+        raise ValueError(f"{path}: encoder does not fit a classifier (missing {missing}, unexpected {unexpected})")
+    return clf
+
+
+def maybe_freeze_embeddings(m: nn.Module, freeze: bool) -> None:
+    if freeze:
+        m.encoder.embeddings.word.weight.requires_grad_(False)
+
+
+def embedding_reference(path: str | None, alpha: float) -> nn.Module | None:
+    if alpha > 0 and not path:
+        raise ValueError("alpha_embed > 0 needs embed_reference (a model whose sentence embeddings to keep)")
+    return model.load(path) if path and alpha > 0 else None
+
+
+def export(student: nn.Module, out: Path, tokenizer: model.Tokenizer, cfg: object,
+           pooling_from: str | Path | None = None) -> Path:
+    model.save(student, out, tokenizer=tokenizer)
+    (out / "training_config.json").write_text(json.dumps(to_dict(cfg), indent=2, default=str) + "\n")
+    if pooling_from and (Path(pooling_from) / "1_Pooling").is_dir():
+        (out / "1_Pooling").mkdir(exist_ok=True)
+        src = Path(pooling_from) / "1_Pooling" / "config.json"
+        (out / "1_Pooling" / "config.json").write_text(src.read_text())
+    log.info("exported %s to %s", type(student).__name__, out)
+    return out
+
+
+class SequenceData:
+    """Token-id sequences (+ labels, + per-sequence tensors such as cached teacher logits) served
+    as length-grouped batches."""
+
+    def __init__(self, seqs: list[list[int]], labels: list[int] | None, pad_id: int, max_length: int,
+                 batch_size: int, seed: int, per_sequence: dict[str, torch.Tensor] | None = None) -> None:
+        self.seqs, self.labels = [s[:max_length] for s in seqs], labels
+        self.pad_id, self.max_length, self.batch_size, self.seed = pad_id, max_length, batch_size, seed
+        self.per_sequence = per_sequence or {}
+        self.lengths = [len(s) for s in self.seqs]
+
+    def batches_for_epoch(self, epoch: int) -> list[list[int]]:
+        return length_grouped_batches(self.lengths, self.batch_size, self.seed, epoch)
+
+    def make_batch(self, idx: list[int]) -> Batch:
+        ids, mask = collate([self.seqs[i] for i in idx], self.pad_id, self.max_length)
+        t = {"input_ids": ids, "attention_mask": mask}
+        if self.labels is not None:
+            t["labels"] = torch.tensor([self.labels[i] for i in idx], dtype=torch.long)
+        for name, rows in self.per_sequence.items():
+            t[name] = rows[idx]
+        return Batch(t, tokens=int(mask.sum()))
+
+
+def logits_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return m(ids, mask)
+
+
+def pooled_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return mean_pool(m.encoder(ids, mask), mask)
+
+
+@torch.no_grad()
+def score(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length: int,
+          fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = logits_of,
+          batch_size: int = 64) -> torch.Tensor:
+    """fn's rows for every sequence, in input order, on the CPU (batches sorted by length for speed).
+    With the default fn: a classifier's logits (N, labels)."""
+    device = next(m.parameters()).device
+    m.eval()
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    rows: list[torch.Tensor | None] = [None] * len(seqs)
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        ids, mask = collate([seqs[j] for j in idx], pad_id, max_length)
+        out = fn(m, ids.to(device), mask.to(device)).float().cpu()
+        for j, r in zip(idx, out, strict=True):
+            rows[j] = r
+    return torch.stack(rows) if rows else torch.empty(0)
+
+
+def classification_metrics(pred: torch.Tensor, labels: list[int], num_labels: int) -> dict[str, float]:
+    y = torch.tensor(labels)
+    acc = (pred == y).float().mean().item()
+    f1s = []
+    for c in range(num_labels):
+        tp = ((pred == c) & (y == c)).sum().item()
+        fp = ((pred == c) & (y != c)).sum().item()
+        fn = ((pred != c) & (y == c)).sum().item()
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return {"accuracy": acc, "macro_f1": sum(f1s) / len(f1s), "n": len(labels)}
+
+
+class ClassifierOutputs(nn.Module):
+    """Training-side wrapper: one forward returning the logits and the last hidden states."""
+
+    def __init__(self, clf: nn.Module) -> None:
+        super().__init__()
+        self.clf = clf
+
+    def forward(self, input_ids, attention_mask):
+        last = self.clf.encoder(input_ids, attention_mask)
+        return self.clf.logits(last), last

@@ -1,0 +1,44 @@
+"""Task distillation: alpha * KL_T * T^2 + (1 - alpha) * CE from a fine-tuned classifier teacher,
+optionally on extra unlabeled text that only the teacher's soft targets supervise."""
+
+from __future__ import annotations
+
+import logging
+
+import model
+
+from .common import classifier_from, score
+from .config import TaskDistillConfig
+from .data import read_texts
+from .finetune import dev_accuracy, labeled_ids, train_classifier
+from .init import init_student
+from .trainer import pick_device
+
+log = logging.getLogger("training")
+
+
+def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
+    teacher = model.load(cfg.teacher)
+    if teacher.task != "classification":
+        raise ValueError(f"{cfg.teacher}: task distillation needs a fine-tuned classifier teacher, got {teacher.task}")
+    teacher.to(pick_device(cfg.train.device))
+    tok = model.Tokenizer.from_dir(cfg.teacher)
+    id2label = teacher.config.id2label
+    if cfg.student:
+        student = classifier_from(cfg.student, id2label)
+    else:
+        student = init_student(teacher, task="classification", num_layers=cfg.student_layers)
+    train, train_ids = labeled_ids(tok, cfg.train_file, cfg, id2label)
+    seqs, labels = list(train_ids), list(train.labels)
+    if cfg.unlabeled_file:
+        extra = read_texts(cfg.unlabeled_file, cfg.unlabeled_column)[: cfg.max_unlabeled]
+        extra_ids = tok.tokenize_ids(extra)
+        seqs += extra_ids
+        labels += [-100] * len(extra_ids)  # no label: the teacher's soft targets alone
+        log.info("task distillation: %d labeled + %d unlabeled texts", len(train_ids), len(extra_ids))
+    # The teacher is frozen and has no dropout in eval mode: its logits are a function of the text,
+    # so they are computed once here instead of once per batch per epoch.
+    teacher_logits = score(teacher, seqs, tok.pad_id, cfg.max_length)
+    dev_eval = dev_accuracy(cfg, tok, id2label, lambda ids: score(teacher, ids, tok.pad_id, cfg.max_length))
+    return train_classifier(cfg, student, tok, seqs, labels, teacher_logits, cfg.embed_reference or cfg.teacher,
+                            dev_eval)

@@ -1,0 +1,93 @@
+"""Fine-tuning a checkpoint (base or classifier) on a labeled classification file, and the
+classifier training loop that task distillation shares (fine-tuning is the case with no teacher)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import model
+from model.pooling import mean_pool
+
+from . import objective
+from .common import (
+    ClassifierOutputs,
+    SequenceData,
+    classification_metrics,
+    classifier_from,
+    embedding_reference,
+    export,
+    maybe_freeze_embeddings,
+    pooled_of,
+    score,
+)
+from .config import FinetuneConfig, TaskDistillConfig, to_dict
+from .data import Labeled, read_labeled
+from .trainer import Trainer, pick_device
+
+
+def labeled_ids(tok: model.Tokenizer, path: str, cfg, id2label=None) -> tuple[Labeled, list[list[int]]]:
+    data = read_labeled(path, cfg.text_column, cfg.label_column, id2label)
+    return data, tok.tokenize_ids(data.texts)
+
+
+def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, tok: model.Tokenizer,
+                     seqs: list[list[int]], labels: list[int], teacher_logits: torch.Tensor | None,
+                     pooling_from: str | None, dev_eval=None) -> dict[str, float]:
+    """Train ``clf`` on (seqs, labels): CE alone, or with the teacher's cached logits the task-distillation
+    objective. The frozen teacher and embedding reference are run once, before training, over every
+    sequence; what they produced travels with each batch, so neither model is held during training."""
+    tr = cfg.train
+    maybe_freeze_embeddings(clf, cfg.freeze_embeddings)
+    per_sequence = {}
+    if teacher_logits is not None:
+        per_sequence["teacher_logits"] = teacher_logits
+    reference = embedding_reference(cfg.embed_reference, cfg.alpha_embed)
+    if reference is not None:
+        reference.to(pick_device(tr.device))
+        per_sequence["reference_pooled"] = score(reference, seqs, tok.pad_id, cfg.max_length, pooled_of)
+        del reference
+    data = SequenceData(seqs, labels, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed, per_sequence)
+    alpha, temperature = getattr(cfg, "alpha", 0.0), getattr(cfg, "temperature", 1.0)
+
+    def loss_fn(m, batch, g):
+        t = batch.tensors
+        ids, mask = t["input_ids"], t["attention_mask"]
+        logits, last = m(ids, mask)
+        return objective.task_distillation(logits, t.get("teacher_logits"), t["labels"], alpha, temperature,
+                                           mean_pool(last, mask), t.get("reference_pooled"), cfg.alpha_embed)
+
+    out = Path(tr.out_dir)
+    trainer = Trainer(ClassifierOutputs(clf), tr, data.batches_for_epoch, data.make_batch, loss_fn,
+                      (lambda m: dev_eval(m.clf)) if dev_eval else None,
+                      export_fn=lambda m: export(m.clf, out / "final", tok, cfg, pooling_from=pooling_from),
+                      extra_config=to_dict(cfg))
+    return trainer.train()
+
+
+def dev_accuracy(cfg, tok: model.Tokenizer, id2label: dict[int, str], teacher_logits=None):
+    """An eval function on cfg.dev_file (None without one): accuracy, macro F1 and, given the
+    teacher's dev logits, agreement with it."""
+    if not cfg.dev_file:
+        return None
+    dev, ids = labeled_ids(tok, cfg.dev_file, cfg, id2label)
+
+    def evaluate(clf: nn.Module) -> dict[str, float]:
+        pred = score(clf, ids, tok.pad_id, cfg.max_length).argmax(-1)
+        res = classification_metrics(pred, dev.labels, len(id2label))
+        if teacher_logits is not None:
+            res["teacher_agreement"] = (teacher_logits(ids).argmax(-1) == pred).float().mean().item()
+        return res
+
+    return evaluate
+
+
+def run_finetune(cfg: FinetuneConfig) -> dict[str, float]:
+    tok = model.Tokenizer.from_dir(cfg.model)
+    id2label = dict(enumerate(cfg.labels)) if cfg.labels else None
+    train, train_ids = labeled_ids(tok, cfg.train_file, cfg, id2label)
+    clf = classifier_from(cfg.model, train.id2label)
+    return train_classifier(cfg, clf, tok, train_ids, train.labels, None, cfg.model,
+                            dev_accuracy(cfg, tok, train.id2label))

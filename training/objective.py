@@ -1,0 +1,89 @@
+"""The distillation objectives as pure functions: student and teacher outputs in, the weighted
+total and its named parts out. No models, no devices, no state; the training commands
+(distill.py, distill_task.py) and bench/train_speed.py call these same functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from model.pooling import mean_pool
+
+from . import losses
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What one model produced for a batch: hidden states (embeddings output first, then each
+    layer) and, for a model with a head, its logits (token logits (B, T, V) or sequence (B, L))."""
+
+    hidden: tuple[torch.Tensor, ...] | list[torch.Tensor] | None = None
+    logits: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class GeneralWeights:
+    """Weights of the general-distillation terms (Sanh et al. 2019: L_ce, L_mlm, L_cos)."""
+
+    ce: float = 5.0
+    mlm: float = 2.0
+    cos: float = 1.0
+    mse: float = 0.0  # MSE on hidden states
+    pooled_mse: float = 0.0  # MSE on mean-pooled sentence embeddings
+    pooled_cos: float = 0.0  # 1 - cos on mean-pooled sentence embeddings
+    temperature: float = 2.0
+    layer_pairs: tuple[tuple[int, int], ...] = ((-1, -1),)  # (student, teacher) hidden-state indices
+    ce_masked_only: bool = False  # L_ce over masked positions only (default: all real tokens)
+
+
+def general_distillation(student: Outputs, teacher: Outputs, attention_mask: torch.Tensor, w: GeneralWeights,
+                         mlm_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted sum of the general-distillation terms whose weight is above 0."""
+    real = attention_mask.bool()
+    terms: dict[str, tuple[float, torch.Tensor]] = {}
+    if w.ce > 0:
+        sel = (mlm_labels != -100) if w.ce_masked_only else real
+        terms["loss_ce"] = w.ce, losses.soft_target_kl(student.logits, teacher.logits, w.temperature, sel)
+    if w.mlm > 0:
+        terms["loss_mlm"] = w.mlm, losses.masked_lm(student.logits, mlm_labels)
+    pairs = w.layer_pairs
+    if w.cos > 0:
+        terms["loss_cos"] = w.cos, sum(losses.hidden_cosine(student.hidden[s], teacher.hidden[t], real)
+                                       for s, t in pairs) / len(pairs)
+    if w.mse > 0:
+        terms["loss_mse"] = w.mse, sum(losses.hidden_mse(student.hidden[s], teacher.hidden[t], real)
+                                       for s, t in pairs) / len(pairs)
+    if w.pooled_mse > 0 or w.pooled_cos > 0:
+        sp, tp = mean_pool(student.hidden[-1], attention_mask), mean_pool(teacher.hidden[-1], attention_mask)
+        if w.pooled_mse > 0:
+            terms["loss_pooled_mse"] = w.pooled_mse, losses.pooled_mse(sp, tp)
+        if w.pooled_cos > 0:
+            terms["loss_pooled_cos"] = w.pooled_cos, losses.pooled_cosine(sp, tp)
+    return _weighted(terms, attention_mask)
+
+
+def task_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
+                      labels: torch.Tensor | None, alpha: float, temperature: float,
+                      student_pooled: torch.Tensor | None = None, reference_pooled: torch.Tensor | None = None,
+                      alpha_embed: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """alpha * KL_T * T^2 + (1 - alpha) * CE on the labels (KL only on unlabeled rows, label -100);
+    without teacher logits, CE alone (fine-tuning). Plus, with a reference, embedding preservation:
+    alpha_embed * (1 - cos(student's pooled embedding, the reference's))."""
+    terms: dict[str, tuple[float, torch.Tensor]] = {}
+    if teacher_logits is None:
+        terms["loss_ce"] = 1.0, torch.nn.functional.cross_entropy(student_logits.float(), labels)
+    else:
+        terms["loss_task"] = 1.0, losses.task_distillation(student_logits, teacher_logits, labels, alpha,
+                                                           temperature)
+    if reference_pooled is not None and alpha_embed > 0:
+        terms["loss_embed"] = alpha_embed, losses.pooled_cosine(student_pooled, reference_pooled)
+    return _weighted(terms, student_logits)
+
+
+def _weighted(terms: dict[str, tuple[float, torch.Tensor]], like: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    total = like.new_zeros((), dtype=torch.float32)
+    for weight, value in terms.values():
+        total = total + weight * value
+    return total, {name: float(value.detach()) for name, (_, value) in terms.items()}
