@@ -86,6 +86,22 @@ bench-paper: install $(ARTIFACTS)/results.json
 	$(PY) -m bench sweep --start-server --models-dir $(ARTIFACTS)/paper --sweep paper --out bench/results/paper \
 	  --readme README.md --section bench-paper --command-name "make bench-paper" --accuracy ""
 
+# Ours against infinity-emb on the same all-MiniLM-L6-v2 folder (bench/peers.py): infinity in its own
+# virtual environment (it pins other transformers versions; torch the same local 2.13.0 wheel), its torch,
+# ONNX fp32 and ONNX int8 engines and ours with each backend/precision, alternating blocks. About 15 minutes.
+PEERS_VENV ?= .venv-peers
+$(PEERS_VENV)/.installed:
+	test -x $(PEERS_VENV)/bin/python || python3 -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/pip install -q torch==2.13.0
+	$(PEERS_VENV)/bin/pip install -q "infinity-emb[server,optimum,torch]==0.0.78" optimum==2.1.0 optimum-onnx==0.1.0 \
+	  transformers==4.57.6 torch==2.13.0
+	touch $@
+
+.PHONY: bench-peers
+bench-peers: install assets $(PEERS_VENV)/.installed
+	$(PY) -m bench.peers --venv $(PEERS_VENV) --out bench/results/peers --readme README.md
+
 bench-model: install
 	$(PY) bench/model_speed.py --json bench/results/model_speed.json
 
