@@ -1,0 +1,346 @@
+"""The peer race: our service against infinity-emb on the same all-MiniLM-L6-v2 folder.
+
+    python -m bench.peers --out bench/results/peers --readme README.md      # what `make bench-peers` runs
+
+Engines: infinity-emb 0.0.78 (its own virtual environment, PEERS_VENV) with its torch engine and its
+ONNX Runtime engine on an optimum export in fp32 and in int8 (optimum's avx2 and avx512-vnni dynamic
+quantization); ours with each backend and precision. All servers are started first and stay up; then
+blocks of the same load (the lean client of bench/loadgen.py, OpenAI-style /v1/embeddings requests) run
+engine after engine, the order rotated every round, so a drift of the shared machine lands on every
+engine alike. Per engine and level the result is the median of its blocks. Fidelity: each engine's
+vectors for every sentence of the race against the fp32 reference, transformers' own BertModel with
+mean pooling (min and mean cosine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from . import env, profiles
+from .__main__ import ROOT, _free_port, wait_ready
+from .loadgen import Level, run_level
+
+MODEL_NAME = "minilm"
+ENDPOINT = "/v1/embeddings"
+PEERS_VENV = ROOT / ".venv-peers"
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    server: str  # "ours" | "infinity"
+    backend: str  # ours: torch | onnx; infinity: torch | optimum
+    precision: str  # fp32 | int8
+    quantization: str = ""  # infinity int8: optimum's quantization config (avx2, avx512_vnni)
+
+
+ENGINES = (
+    Engine("ours, torch fp32", "ours", "torch", "fp32"),
+    Engine("ours, torch int8", "ours", "torch", "int8"),
+    Engine("ours, ONNX fp32", "ours", "onnx", "fp32"),
+    Engine("ours, ONNX int8", "ours", "onnx", "int8"),
+    Engine("infinity, torch", "infinity", "torch", "fp32"),
+    Engine("infinity, ONNX fp32", "infinity", "optimum", "fp32"),
+    Engine("infinity, ONNX int8 (avx2)", "infinity", "optimum", "int8", "avx2"),
+    Engine("infinity, ONNX int8 (avx512-vnni)", "infinity", "optimum", "int8", "avx512_vnni"),
+)
+
+
+@dataclass(frozen=True)
+class RaceLevel:
+    key: str
+    inputs: int  # sentences per request
+    concurrency: int
+
+
+LEVELS = (RaceLevel("single_c1", 1, 1), RaceLevel("single_c32", 1, 32), RaceLevel("batch16_c8", 16, 8))
+
+
+# -- infinity's model folders --------------------------------------------------------------------
+def _peer_env(home: Path) -> dict[str, str]:
+    # Offline: the folder is local, nothing may reach a hub; no usage telemetry.
+    return {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+
+
+def _run_logged(cmd: list[str], log: Path, cwd: Path | None = None, env_vars: dict | None = None) -> None:
+    with log.open("w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env=env_vars).returncode
+    if rc != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {rc}); see {log}:\n{log.read_text()[-2000:]}")
+
+
+def prepare_infinity(folder: Path, work: Path, venv: Path) -> dict[str, Path]:
+    """optimum exports of ``folder`` as infinity's ONNX engine wants them (built once, kept in ``work``):
+    fp32 with ``--library-name transformers`` (infinity pools itself: ``--pooling-method mean``), and its
+    dynamic int8 quantizations."""
+    cli = str(venv / "bin" / "optimum-cli")
+    out = {"fp32": work / "onnx-fp32"}
+    if not (out["fp32"] / "model.onnx").is_file():
+        print(f"[peers] optimum export of {folder} -> {out['fp32']}", file=sys.stderr)
+        _run_logged([cli, "export", "onnx", "-m", str(folder), "--task", "feature-extraction",
+                     "--library-name", "transformers", str(out["fp32"])], work / "optimum-export.log",
+                    env_vars=_peer_env(work / "hf"))
+    for q in ("avx2", "avx512_vnni"):
+        out[q] = work / f"onnx-int8-{q}"
+        if not (out[q] / "model_quantized.onnx").is_file():
+            print(f"[peers] optimum dynamic int8 ({q}) -> {out[q]}", file=sys.stderr)
+            _run_logged([cli, "onnxruntime", "quantize", "--onnx_model", str(out["fp32"]), f"--{q}", "-o",
+                         str(out[q])], work / f"optimum-quantize-{q}.log", env_vars=_peer_env(work / "hf"))
+    return out
+
+
+# -- servers -------------------------------------------------------------------------------------
+def launch(engine: Engine, folder: Path, port: int, work: Path, venv: Path,
+           onnx_dirs: dict[str, Path] | None) -> subprocess.Popen:
+    log = (work / f"server-{engine.server}-{engine.backend}-{engine.precision}{engine.quantization}.log").open("w")
+    if engine.server == "ours":
+        models = [{"name": MODEL_NAME, "path": str(folder), "role": "other", "backend": engine.backend,
+                   "precision": engine.precision}]
+        env_vars = {**os.environ, "DISTIL_MODELS": json.dumps(models), "DISTIL_ACCESS_LOG": "false",
+                    "DISTIL_LOG_LEVEL": "warning", "DISTIL_CONFIG": ""}
+        cmd, cwd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)], ROOT
+    else:
+        tag = f"{engine.backend}-{engine.precision}{engine.quantization}"
+        env_vars = _peer_env(work / f"hf-{tag}")  # infinity caches its optimised graph per model path
+        cmd = [str(venv / "bin" / "infinity_emb"), "v2", "--served-model-name", MODEL_NAME, "--device", "cpu",
+               "--port", str(port), "--host", "127.0.0.1", "--url-prefix", "/v1", "--pooling-method", "mean",
+               "--batch-size", "32", "--log-level", "warning", "--no-model-warmup"]
+        if engine.backend == "torch":
+            cmd += ["--engine", "torch", "--model-id", str(folder)]
+            cwd = work
+        else:
+            # infinity 0.0.78 hands optimum 2.x the ONNX file's path as found under --model-id, and
+            # optimum matches bare file names: only a model id of "." (run from inside the folder) loads.
+            assert onnx_dirs is not None
+            cwd = onnx_dirs[engine.quantization or "fp32"]
+            cmd += ["--engine", "optimum", "--model-id", "."]
+            if engine.precision == "fp32":
+                cmd += ["--onnx-do-not-prefer-quantized"]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env_vars, stdout=log, stderr=subprocess.STDOUT)
+    print(f"[peers] {engine.name}: pid {proc.pid}, port {port}, log {log.name}", file=sys.stderr)
+    return proc
+
+
+def _check_ours(url: str, engine: Engine) -> None:
+    """Our /info must say the engine asked for: a race never runs under a wrong label."""
+    m = httpx.get(f"{url}/info", timeout=10).json()["models"][0]
+    got = (m.get("backend", "torch"), m.get("precision", "fp32"))
+    if got != (engine.backend, engine.precision):
+        raise SystemExit(f"{engine.name}: the service reports backend/precision {got}, not "
+                         f"{(engine.backend, engine.precision)}")
+
+
+def _wait(url: str, proc: subprocess.Popen, engine: Engine) -> None:
+    if engine.server == "ours":
+        wait_ready(url, proc)
+        _check_ours(url, engine)
+        return
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # infinity: /health answers once the model is loaded
+        if proc.poll() is not None:
+            raise SystemExit(f"{engine.name} exited with code {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{engine.name} not ready after 600 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()  # by PID, the one we started
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- fidelity ------------------------------------------------------------------------------------
+def reference_vectors(folder: Path, texts: list[str]):
+    """fp32 reference: transformers' BertModel, mean over real tokens, L2-normalised."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, hf = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), 32):
+            b = tok(texts[i:i + 32], padding=True, truncation=True, return_tensors="pt")
+            h = hf(**b).last_hidden_state
+            m = b["attention_mask"][:, :, None].float()
+            out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1))
+    return torch.cat(out)
+
+
+async def _embed_all(url: str, texts: list[str]) -> list[list[float]]:
+    vecs: list[list[float]] = []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        for i in range(0, len(texts), 16):
+            r = await c.post(ENDPOINT, json={"input": texts[i:i + 16], "model": MODEL_NAME})
+            r.raise_for_status()
+            vecs += [d["embedding"] for d in sorted(r.json()["data"], key=lambda d: d["index"])]
+    return vecs
+
+
+def fidelity(url: str, texts: list[str], reference) -> dict[str, float]:
+    import torch
+
+    got = torch.tensor(asyncio.run(_embed_all(url, texts)))
+    cos = torch.nn.functional.cosine_similarity(got, reference, dim=-1)
+    return {"min_cosine": cos.min().item(), "mean_cosine": cos.mean().item(), "sentences": len(texts)}
+
+
+# -- CPU of everything else on the machine -------------------------------------------------------
+def _busy_seconds() -> float:
+    """Machine-wide busy CPU seconds (every core), from /proc/stat."""
+    parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = parts[3] + parts[4]  # idle + iowait
+    return (sum(parts[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_seconds(pids: list[int]) -> float:
+    """CPU seconds of our server processes and this process (ended threads included)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = time.process_time()
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
+        except OSError:
+            pass
+    return total
+
+
+# -- the race ------------------------------------------------------------------------------------
+def _requests(level: RaceLevel, singles: list[tuple[list[str], int]]) -> list[tuple[list[str], int]]:
+    if level.inputs == 1:
+        return singles
+    groups = []
+    for i in range(0, len(singles) - level.inputs + 1, level.inputs):
+        chunk = singles[i:i + level.inputs]
+        groups.append(([t for texts, _ in chunk for t in texts], sum(n for _, n in chunk)))
+    return groups
+
+
+def race(args: argparse.Namespace) -> dict:
+    folder, work, venv = Path(args.model).resolve(), Path(args.work).resolve(), Path(args.venv)
+    work.mkdir(parents=True, exist_ok=True)
+    engines = [e for e in ENGINES if not args.engines or e.name in args.engines]
+    onnx_dirs = prepare_infinity(folder, work, venv) if any(e.server == "infinity" for e in engines) else None
+
+    import model
+
+    tok = model.Tokenizer.from_dir(folder)
+    texts, source = profiles.source_texts()
+    singles = profiles.build("short", texts, tok.count_tokens, n=512, seed=args.seed)
+    race_texts = sorted({t for ts, _ in singles for t in ts})
+    reference = reference_vectors(folder, race_texts)
+
+    procs: dict[str, tuple[subprocess.Popen, str]] = {}
+    blocks: dict[tuple[str, str], list[dict]] = {}
+    out_fid: dict[str, dict] = {}
+    try:
+        for e in engines:  # one at a time: start-up of one does not slow another's
+            port = _free_port()
+            proc = launch(e, folder, port, work, venv, onnx_dirs)
+            procs[e.name] = (proc, f"http://127.0.0.1:{port}")
+            _wait(procs[e.name][1], proc, e)
+        for e in engines:
+            out_fid[e.name] = fidelity(procs[e.name][1], race_texts, reference)
+            print(f"[peers] {e.name}: min cosine {out_fid[e.name]['min_cosine']:.4f}", file=sys.stderr)
+        pids = [p.pid for p, _ in procs.values()]
+        for r in range(args.rounds):
+            order = engines[r % len(engines):] + engines[:r % len(engines)]  # rotated every round
+            for lv in LEVELS:
+                reqs = _requests(lv, singles)
+                for e in order:
+                    proc, url = procs[e.name]
+                    level = Level(MODEL_NAME, ENDPOINT, f"short x{lv.inputs}", "closed", concurrency=lv.concurrency,
+                                  requests=100_000, duration_s=args.block_s, warmup_requests=max(5, lv.concurrency))
+                    busy0, ours0 = _busy_seconds(), _tree_seconds(pids)
+                    s = asyncio.run(run_level(url, level, reqs, seed=args.seed + r, client="lean",
+                                              server_pid=proc.pid))
+                    busy1, ours1 = _busy_seconds(), _tree_seconds(pids)
+                    d = asdict(s)
+                    # Cores other processes (other users of the machine) used during the block.
+                    d["foreign_cores"] = max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / max(s.elapsed_s, 1e-9))
+                    d["round"] = r
+                    blocks.setdefault((e.name, lv.key), []).append(d)
+                    print(f"[peers] round {r + 1}/{args.rounds} {lv.key:<11} {e.name:<34} "
+                          f"p50 {s.latency_ms['p50']:7.2f} ms  {s.inputs_per_s:7.1f} inputs/s  "
+                          f"errors {s.errors or 0}  others {d['foreign_cores']:.2f} cores", file=sys.stderr)
+        environment = env.capture()
+    finally:
+        for proc, _ in procs.values():
+            stop(proc)
+    results = []
+    for e in engines:
+        row = {"engine": asdict(e), "name": e.name, "fidelity": out_fid.get(e.name), "levels": {}}
+        for lv in LEVELS:
+            bs = blocks.get((e.name, lv.key), [])
+            if not bs:
+                continue
+            row["levels"][lv.key] = {
+                "p50_ms": statistics.median(b["latency_ms"]["p50"] for b in bs),
+                "p95_ms": statistics.median(b["latency_ms"]["p95"] for b in bs),
+                "inputs_per_s": statistics.median(b["inputs_per_s"] for b in bs),
+                "errors": sum(sum(b["errors"].values()) for b in bs),
+                "foreign_cores": statistics.median(b["foreign_cores"] for b in bs),
+                "blocks": [{k: b[k] for k in ("round", "latency_ms", "inputs_per_s", "sent", "ok", "errors",
+                                              "foreign_cores", "extra")} for b in bs],
+            }
+        results.append(row)
+    environment["peers"] = _peer_versions(venv)
+    return {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": str(folder), "texts": source,
+            "sentences": len(race_texts), "rounds": args.rounds, "block_s": args.block_s,
+            "levels": [asdict(lv) for lv in LEVELS], "environment": environment, "results": results}
+
+
+def _peer_versions(venv: Path) -> dict[str, str]:
+    code = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
+            "('infinity-emb', 'optimum', 'optimum-onnx', 'onnxruntime', 'torch', 'transformers')}))")
+    try:
+        return json.loads(subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True,
+                                         text=True, check=True).stdout)
+    except (OSError, subprocess.CalledProcessError, json.JSONDecodeError):
+        return {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=str(Path.home() / ".cache" / "distilbert-serve" / "minilm"),
+                   help="the sentence-transformers folder every engine serves (make assets)")
+    p.add_argument("--venv", default=str(PEERS_VENV), help="infinity-emb's virtual environment")
+    p.add_argument("--work", default=str(ROOT / ".cache" / "peers"), help="exports, caches and server logs")
+    p.add_argument("--engines", nargs="*", help="only these engine names")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--block-s", type=float, default=4.0, help="seconds of one block (one engine, one level)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="bench/results/peers")
+    p.add_argument("--readme", help="write the peer-race section into this README")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from OUT/peers.json")
+    args = p.parse_args(argv)
+    from . import peers_report
+
+    out = Path(args.out)
+    data = json.loads((out / "peers.json").read_text()) if args.report_only else race(args)
+    peers_report.write_all(data, out, Path(args.readme) if args.readme else None)
+
+
+if __name__ == "__main__":
+    main()
