@@ -1,3 +1,3 @@
-"""The model-serving microservice: routes -> engine (queue, batching, metrics) -> backend."""
+"""The model-serving microservice: api (HTTP) -> core (service, engine, compute) -> backends."""
 
 __version__ = "0.1.0"

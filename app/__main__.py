@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import json
 import logging
 import logging.handlers
 import queue
 import signal
 import sys
 
+import orjson
 import uvicorn
 
 from .main import create_app
@@ -31,7 +31,7 @@ class JsonFormatter(logging.Formatter):
         out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name, **body}
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+        return orjson.dumps(out, default=str).decode()
 
 
 def configure_logging(level: str) -> None:
@@ -76,17 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(args.config, **overrides)
     configure_logging(settings.log_level)
     app = create_app(settings)
-    service = app.state.service
-
-    def draining() -> None:
-        if service.status != "failed":
-            service.status = "draining"
-
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False,
         timeout_graceful_shutdown=int(settings.graceful_timeout_s), lifespan="on",
     )
-    Server(config, draining).run()
+    Server(config, app.state.service.drain).run()
 
 
 if __name__ == "__main__":

@@ -5,18 +5,21 @@ From the environment (nested values as JSON):
 
     DISTIL_MODELS='[{"name":"student","path":"artifacts/student","role":"student"}]'
 
-or from a YAML/JSON file named by DISTIL_CONFIG (environment values win).
+or from a YAML/JSON file named by DISTIL_CONFIG. Precedence, highest first: values passed to
+``Settings(...)`` (command-line flags), DISTIL_* environment variables, the file, the defaults.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 Role = Literal["teacher", "student", "other"]
 
@@ -45,7 +48,6 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"
-    access_log: bool = True
 
     # Dynamic batching, per model. Defaults measured on the 2-core CPU (README).
     max_batch_size: int = Field(default=32, ge=1)
@@ -86,12 +88,38 @@ class Settings(BaseSettings):
             raise ValueError(f"default_model {self.default_model!r} is not one of {names}")
         return self
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, **_: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, ConfigFileSource(settings_cls)  # no .env, no secrets dir
+
     @property
     def default_name(self) -> str:
         if self.default_model:
             return self.default_model
         students = [m.name for m in self.models if m.role == "student"]
         return students[0] if students else self.models[0].name
+
+
+# The file named by --config; DISTIL_CONFIG when unset. A context variable, not a global,
+# because pydantic-settings builds its sources in a classmethod that takes no arguments.
+_config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """Settings from a YAML or JSON file (by suffix; anything else is read as JSON)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = _config_file.get() or os.environ.get("DISTIL_CONFIG")
+        self.values = _read_file(Path(path)) if path else {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -104,12 +132,10 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """File values, then DISTIL_* environment, then explicit overrides (e.g. --port)."""
-    config_file = config_file or os.environ.get("DISTIL_CONFIG")
-    file_values = _read_file(Path(config_file)) if config_file else {}
-    env_settings = Settings()  # environment and defaults
-    env_set = {
-        k for k in Settings.model_fields if f"DISTIL_{k.upper()}" in os.environ
-    }
-    values = {**file_values, **{k: getattr(env_settings, k) for k in env_set}, **overrides}
-    return Settings(**values)
+    """Settings from the file (``config_file``, else DISTIL_CONFIG), the environment and the
+    explicit overrides (e.g. --port), in increasing precedence."""
+    token = _config_file.set(Path(config_file) if config_file else None)
+    try:
+        return Settings(**overrides)
+    finally:
+        _config_file.reset(token)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import statistics
 import time
 
-from app.backend import ModelBackend, resolve_device, resolve_dtype
+from app.backends.torch import TorchBackend, resolve_device, resolve_dtype
 from app.settings import ModelSpec
 
 
-def load_backend(spec: ModelSpec, device: str) -> ModelBackend:
+def load_backend(spec: ModelSpec, device: str) -> TorchBackend:
     """The model as the service would load it on ``device`` (auto: CUDA in float16, else CPU float32)."""
     dev = resolve_device(device)
-    return ModelBackend(spec, dev, resolve_dtype("auto", dev))
+    return TorchBackend(spec, dev, resolve_dtype("auto", dev))
 
 
 def spec_of(info_model: dict) -> ModelSpec:

@@ -111,14 +111,14 @@ def test_flood_gets_429_with_retry_after_and_no_5xx(ckpts):
 
 
 def test_all_torch_work_runs_on_the_one_compute_thread(ckpts, monkeypatch):
-    """Loading, warm-up, forwards and pooling all on one thread (see app/compute.py: a second
+    """Loading, warm-up, forwards and pooling all on one thread (see app/core/compute.py: a second
     OpenMP team on the same cores slows every forward)."""
     import threading
 
-    from app import backend as backend_mod
+    from app.backends import torch as backend_mod
 
     seen: list[str] = []
-    real_init, real_forward = backend_mod.ModelBackend.__init__, backend_mod.ModelBackend.forward
+    real_init, real_forward = backend_mod.TorchBackend.__init__, backend_mod.TorchBackend.forward
 
     def init(self, *a, **kw):
         seen.append(threading.current_thread().name)
@@ -128,8 +128,8 @@ def test_all_torch_work_runs_on_the_one_compute_thread(ckpts, monkeypatch):
         seen.append(threading.current_thread().name)
         return real_forward(self, *a, **kw)
 
-    monkeypatch.setattr(backend_mod.ModelBackend, "__init__", init)
-    monkeypatch.setattr(backend_mod.ModelBackend, "forward", forward)
+    monkeypatch.setattr(backend_mod.TorchBackend, "__init__", init)
+    monkeypatch.setattr(backend_mod.TorchBackend, "forward", forward)
 
     async def go():
         app = create_app(make_settings(ckpts))

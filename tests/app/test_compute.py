@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from app.compute import ComputeThread
+from app.core.compute import ComputeThread
 
 
 def test_runs_on_its_own_thread_and_returns_results():

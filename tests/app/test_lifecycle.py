@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app.core.service import Status
 from app.main import create_app
 from tests.app.conftest import make_settings, wait_ready
 
@@ -40,12 +41,12 @@ def test_draining_refuses_new_work(ckpts):
     app = create_app(make_settings(ckpts, warmup=False))
     with TestClient(app) as c:
         wait_ready(c)
-        app.state.service.status = "draining"
+        app.state.service.drain()
         assert c.get("/ready").status_code == 503
         r = c.post("/embed", json={"inputs": "x"})
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert c.get("/health").status_code == 200
-        app.state.service.status = "ready"
+        app.state.service.status = Status.READY
 
 
 def _wait_ready(base: str, timeout: float = 60, log: Path | None = None) -> None:

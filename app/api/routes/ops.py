@@ -2,49 +2,42 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import __version__
-from ..deps import ServiceDep, check_api_key, require_api_key
-from ..errors import error_response
+from ... import __version__
+from ...core.errors import LoadFailed, Unavailable
+from ...core.service import Status
+from ..deps import Authorized, AuthorizedUnlessOpen, ServiceDep
+from ..inference import json_response
 
 router = APIRouter(tags=["operations"])
 
 
-async def _open_unless_configured(request: Request) -> None:
-    service = request.app.state.service
-    if not service.settings.auth_open_metrics:
-        check_api_key(request, service.settings)
-
-
 @router.get("/health", summary="Liveness: the process serves HTTP (503 only if loading failed)",
-            dependencies=[Depends(_open_unless_configured)])
-async def health(service: ServiceDep) -> JSONResponse:
-    if service.status == "failed":
-        return error_response(503, "internal", f"model loading failed: {service.failure}")
-    return JSONResponse({"status": "ok"})
+            dependencies=[AuthorizedUnlessOpen])
+async def health(service: ServiceDep) -> Response:
+    if service.status == Status.FAILED:
+        raise LoadFailed(f"model loading failed: {service.failure}")
+    return json_response({"status": "ok"})
 
 
 @router.get("/ready", summary="Readiness: 200 once every model is loaded and warmed; 503 while draining",
-            dependencies=[Depends(_open_unless_configured)])
-async def ready(service: ServiceDep) -> JSONResponse:
+            dependencies=[AuthorizedUnlessOpen])
+async def ready(service: ServiceDep) -> Response:
     if service.ready:
-        return JSONResponse({"status": "ready"})
-    detail = service.failure if service.status == "failed" else service.status
-    resp = error_response(503, "overloaded", f"not ready: {detail}", {"Retry-After": "1"})
-    return resp
+        return json_response({"status": "ready"})
+    detail = service.failure if service.status == Status.FAILED else service.status
+    raise Unavailable(f"not ready: {detail}")
 
 
-@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(_open_unless_configured)])
+@router.get("/metrics", summary="Prometheus metrics", dependencies=[AuthorizedUnlessOpen])
 async def metrics(service: ServiceDep) -> Response:
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/info", summary="Models, batching settings, version, live latency",
-            dependencies=[Depends(require_api_key)])
-async def info(service: ServiceDep) -> JSONResponse:
+@router.get("/info", summary="Models, batching settings, version, live latency", dependencies=[Authorized])
+async def info(service: ServiceDep) -> Response:
     s = service.settings
     models = []
     for b in service.backends.values():
@@ -52,7 +45,7 @@ async def info(service: ServiceDep) -> JSONResponse:
         if service.engine:
             entry["latency"] = service.engine.live_percentiles(b.name)
         models.append(entry)
-    return JSONResponse({
+    return json_response({
         "version": __version__,
         "status": service.status,
         "default_model": s.default_name,

@@ -5,27 +5,20 @@ from __future__ import annotations
 import math
 import time
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 
-from ..deps import Authorized, ServiceDep
-from ..errors import ApiError
-from ..schemas import CompareRequest, CompareResponse, ErrorBody
-from ..service import Service
-from .inference import classify_texts, embed_texts, json_response
+from ...backends import Backend, OutputSpec
+from ...core.service import Service
+from ..deps import ServiceDep
+from ..inference import infer, inference_router, json_response
+from ..record import RequestRecord
+from ..schemas import CompareRequest, CompareResponse
 
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 429, 503, 504)}
-router = APIRouter(dependencies=[Authorized], responses=ERRORS, tags=["compare"])
+router = inference_router("compare")
 
 
-def _pick(service: Service, name: str | None, role: str) -> str:
-    service.backend(None)  # raises 503 while not ready
-    if name:
-        service.backend(name)
-        return name
-    for b in service.backends.values():
-        if b.role == role:
-            return b.name
-    raise ApiError(400, "unsupported", f"no model with role {role!r} is configured; name one with '{role}'")
+def _pick(service: Service, name: str | None, role: str) -> Backend:
+    return service.backend(name) if name else service.backend_with_role(role)
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
@@ -37,24 +30,28 @@ def _cosine(a: list[float], b: list[float]) -> float:
 @router.post("/compare", response_model=CompareResponse,
              summary="Teacher vs student: outputs, latency, agreement and speed-up")
 async def compare(body: CompareRequest, request: Request, service: ServiceDep) -> Response:
-    names = {"student": _pick(service, body.student, "student"),
-             "teacher": _pick(service, body.teacher, "teacher")}
+    chosen = {"student": _pick(service, body.student, "student"),
+              "teacher": _pick(service, body.teacher, "teacher")}
     out: dict = {"task": body.task}
     results = {}
     # One after the other, so neither model's latency includes the other's work.
-    for role, name in names.items():
+    for role, backend in chosen.items():
         t0 = time.perf_counter()
         if body.task == "classify":
-            _, preds = await classify_texts(service, request, name, body.texts, body.truncate, False)
-            results[role] = preds
-            entry = {"model": name, "predictions": preds}
+            service.require_classifier(backend)
+            res = await infer(request, service, backend, body.texts, body.truncate, OutputSpec("classify"))
+            results[role] = [backend.scores(v) for v in res.values]
+            entry = {"model": backend.name, "predictions": results[role]}
         else:
-            _, vecs, _ = await embed_texts(service, request, name, body.texts, body.truncate, None, True)
-            results[role] = vecs
-            entry = {"model": name, "embeddings": vecs}
+            spec = OutputSpec("embed", pooling=backend.default_pooling)
+            res = await infer(request, service, backend, body.texts, body.truncate, spec)
+            results[role] = res.values
+            entry = {"model": backend.name, "embeddings": res.values}
         entry["latency_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         out[role] = entry
-    request.state.model, request.state.role = names["student"], "student"
+    record = RequestRecord.of(request)
+    assert record is not None
+    record.model, record.role, record.live_latency = chosen["student"].name, "student", False
     out["speedup"] = out["teacher"]["latency_ms"] / max(out["student"]["latency_ms"], 1e-6)
     if body.task == "classify":
         pairs = zip(results["student"], results["teacher"], strict=True)

@@ -5,7 +5,7 @@ A batch closes when it holds ``max_batch_size`` inputs, or ``max_batch_tokens``
 padded tokens, or ``max_wait_ms`` after its first input arrived. The inputs of the
 closed window are sorted by length and cut into sub-batches whose padded/real token
 ratio stays under ``max_padding_ratio``; each sub-batch is one forward pass, run on the
-process's one compute thread (app/compute.py), which also pools and normalises each row
+process's one compute thread (app/core/compute.py), which also pools and normalises each row
 as its request asked.
 """
 
@@ -13,36 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from .backend import ModelBackend, OutputSpec, retry_after_seconds
+from ..backends import Backend, OutputSpec
+from ..settings import Settings
 from .compute import ComputeThread
-from .metrics import Metrics
-from .settings import Settings
+from .errors import DeadlineExceeded, InferenceFailed, Overloaded
+from .metrics import Metrics, ModelMetrics
 
 log = logging.getLogger("app.engine")
 
 
-class EngineError(Exception):
-    status = 500
-    error_type = "internal"
-
-
-class Overloaded(EngineError):
-    status = 429
-    error_type = "overloaded"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class DeadlineExceeded(EngineError):
-    status = 504
-    error_type = "timeout"
+def retry_after_seconds(queued: int, per_second: float) -> int:
+    return max(1, math.ceil(queued / per_second)) if per_second > 0 else 1
 
 
 @dataclass(eq=False)
@@ -70,20 +57,18 @@ class Output:
 class Batcher:
     """Queue + batching worker thread for one model; its forwards go to the compute thread."""
 
-    def __init__(self, backend: ModelBackend, settings: Settings, metrics: Metrics,
+    def __init__(self, backend: Backend, settings: Settings, metrics: ModelMetrics,
                  compute: ComputeThread) -> None:
         self.backend = backend
         self.compute = compute
         self.s = settings
         self.m = metrics
-        self.labels = {"model": backend.name, "role": backend.role}
         self._queue: deque[Item] = deque()
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name=f"batcher-{backend.name}", daemon=True)
         self._rate = 0.0  # inputs/s, smoothed, for Retry-After
         self._expected = 0  # inputs being tokenized: the only ones worth waiting for
-        self.forwards = 0
 
     # -- event-loop side -------------------------------------------------------------
     def start(self) -> None:
@@ -94,10 +79,6 @@ class Batcher:
             self._stop = True
             self._cv.notify_all()
         self._thread.join(timeout)
-
-    @property
-    def depth(self) -> int:
-        return len(self._queue)
 
     def expect(self, n: int) -> None:
         """n inputs are being tokenized for this model and will be submitted soon (or -n: won't)."""
@@ -112,7 +93,7 @@ class Batcher:
             if self._stop:
                 raise Overloaded("the service is shutting down", retry_after=1)
             if len(self._queue) + len(ids) > self.s.max_queue_size:
-                self.m.dropped.labels(**self.labels, reason="queue_full").inc(len(ids))
+                self.m.dropped("queue_full").inc(len(ids))
                 raise Overloaded(
                     f"model {self.backend.name!r} queue is full ({len(self._queue)} inputs waiting, "
                     f"limit {self.s.max_queue_size}); retry later",
@@ -120,7 +101,7 @@ class Batcher:
                 )
             items = [Item(i, spec, deadline, loop.create_future(), loop) for i in ids]
             self._queue.extend(items)
-            self.m.queue_depth.labels(**self.labels).set(len(self._queue))
+            self.m.queue_depth.set(len(self._queue))
             self._cv.notify()
         return items
 
@@ -153,7 +134,7 @@ class Batcher:
                     break
                 window.append(self._queue.popleft())
                 tokens_longest = longest
-            self.m.queue_depth.labels(**self.labels).set(len(self._queue))
+            self.m.queue_depth.set(len(self._queue))
             return window
 
     def _split(self, window: list[Item]) -> list[list[Item]]:
@@ -184,9 +165,9 @@ class Batcher:
             live = []
             for it in window:
                 if it.cancelled:
-                    self.m.dropped.labels(**self.labels, reason="cancelled").inc()
+                    self.m.dropped("cancelled").inc()
                 elif now > it.deadline:
-                    self.m.dropped.labels(**self.labels, reason="deadline").inc()
+                    self.m.dropped("deadline").inc()
                     self._fail(it, DeadlineExceeded("the request's deadline passed while it was queued"))
                 else:
                     live.append(it)
@@ -197,37 +178,40 @@ class Batcher:
         start = time.perf_counter()
         for it in group:
             it.queue_s = start - it.enqueued
-            self.m.queue_wait.labels(**self.labels).observe(it.queue_s)
+            self.m.queue_wait.observe(it.queue_s)
         try:
             out = self.compute.call(self.backend.forward, [it.ids for it in group], [it.spec for it in group])
         except Exception as e:  # a broken batch fails its own requests, never the worker
             log.exception("forward failed for model %s", self.backend.name)
             for it in group:
-                self._fail(it, EngineError(f"inference failed: {type(e).__name__}"))
+                self._fail(it, InferenceFailed(f"inference failed: {type(e).__name__}"))
             return
         elapsed = time.perf_counter() - start
-        self.forwards += 1
         lengths = [min(len(it.ids), self.backend.max_length) for it in group]
         padded = len(group) * max(lengths)
-        self.m.inference.labels(**self.labels).observe(elapsed)
-        self.m.batch_size.labels(**self.labels).observe(len(group))
-        self.m.batch_tokens.labels(**self.labels).observe(padded)
-        self.m.padding_ratio.labels(**self.labels).observe(padded / sum(lengths))
-        self.m.inputs.labels(**self.labels).inc(len(group))
-        self.m.tokens.labels(**self.labels).inc(sum(lengths))
+        self.m.inference.observe(elapsed)
+        self.m.batch_size.observe(len(group))
+        self.m.batch_tokens.observe(padded)
+        self.m.padding_ratio.observe(padded / sum(lengths))
+        self.m.inputs.inc(len(group))
+        self.m.tokens.inc(sum(lengths))
         self._rate = 0.8 * self._rate + 0.2 * (len(group) / max(elapsed, 1e-6))
+        # One wake-up of each event loop per forward, not one per input.
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for it, values in zip(group, out, strict=True):
-            result = Output(values=values, queue_s=it.queue_s, inference_s=elapsed)
-            it.loop.call_soon_threadsafe(_set_result, it.future, result)
+            by_loop.setdefault(it.loop, []).append((it.future, Output(values, it.queue_s, elapsed)))
+        for loop, results in by_loop.items():
+            loop.call_soon_threadsafe(_set_results, results)
 
     @staticmethod
     def _fail(it: Item, exc: Exception) -> None:
         it.loop.call_soon_threadsafe(_set_exception, it.future, exc)
 
 
-def _set_result(fut: asyncio.Future, value: object) -> None:
-    if not fut.done():
-        fut.set_result(value)
+def _set_results(results: list[tuple[asyncio.Future, Output]]) -> None:
+    for fut, value in results:
+        if not fut.done():
+            fut.set_result(value)
 
 
 def _set_exception(fut: asyncio.Future, exc: Exception) -> None:
@@ -238,19 +222,16 @@ def _set_exception(fut: asyncio.Future, exc: Exception) -> None:
 class Engine:
     """All models' batchers, plus the recent latencies /info reports."""
 
-    def __init__(self, settings: Settings, backends: dict[str, ModelBackend], metrics: Metrics,
+    def __init__(self, settings: Settings, backends: dict[str, Backend], metrics: Metrics,
                  compute: ComputeThread) -> None:
         self.settings = settings
-        self.backends = backends
-        self.metrics = metrics
-        self.batchers = {name: Batcher(b, settings, metrics, compute) for name, b in backends.items()}
+        self.metrics = {name: metrics.bind(b.name, b.role) for name, b in backends.items()}
+        self.batchers = {name: Batcher(b, settings, self.metrics[name], compute) for name, b in backends.items()}
         self.recent: dict[str, deque[tuple[float, float]]] = {n: deque(maxlen=2048) for n in backends}
         for b in backends.values():
-            metrics.model_info.labels(model=b.name, role=b.role).info({
-                "family": b.family, "task": b.task, "layers": str(b.config.num_layers),
-                "hidden_size": str(b.hidden_size), "parameters": str(b.parameters),
-                "device": str(b.device), "dtype": str(b.dtype).removeprefix("torch."),
-            })
+            info = b.info()
+            metrics.model_info.labels(model=b.name, role=b.role).info(
+                {k: str(info[k]) for k in ("family", "task", "layers", "hidden_size", "parameters", "device", "dtype")})
 
     def start(self) -> None:
         for b in self.batchers.values():
@@ -280,6 +261,8 @@ class Engine:
         items = self.batchers[name].submit(ids, spec, deadline)
         try:
             async with asyncio.timeout(timeout_s):
+                if len(items) == 1:  # the common case, without gather's extra future
+                    return [await items[0].future]
                 return list(await asyncio.gather(*(it.future for it in items)))
         except TimeoutError:
             raise DeadlineExceeded(f"no result within the {timeout_s:g} s request deadline") from None

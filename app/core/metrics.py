@@ -56,3 +56,47 @@ class Metrics:
         self.queue_depth = Gauge("distil_queue_depth", "Inputs waiting in the queue", mr, registry=r)
         self.in_flight = Gauge("distil_in_flight_requests", "Requests being served", mr, registry=r)
         self.model_info = Info("distil_model", "Static facts of each served model", mr, registry=r)
+
+    def bind(self, model: str, role: str) -> ModelMetrics:
+        """One model's series, with its labels applied once (``labels()`` per use showed up in
+        profiles of the event loop)."""
+        return ModelMetrics(self, model, role)
+
+
+class ModelMetrics:
+    """The series of one model. Per-model children are bound here once; the few labelled by
+    endpoint, status, error type or reason are bound on first use and kept."""
+
+    def __init__(self, m: Metrics, model: str, role: str) -> None:
+        self.m, self.model, self.role = m, model, role
+        lb = {"model": model, "role": role}
+        self.tokenization = m.tokenization.labels(**lb)
+        self.queue_wait = m.queue_wait.labels(**lb)
+        self.inference = m.inference.labels(**lb)
+        self.batch_size = m.batch_size.labels(**lb)
+        self.batch_tokens = m.batch_tokens.labels(**lb)
+        self.padding_ratio = m.padding_ratio.labels(**lb)
+        self.inputs = m.inputs.labels(**lb)
+        self.tokens = m.tokens.labels(**lb)
+        self.queue_depth = m.queue_depth.labels(**lb)
+        self.in_flight = m.in_flight.labels(**lb)
+        self._bound: dict[tuple, object] = {}
+
+    def _child(self, metric, **labels: str):
+        key = (metric._name, *labels.values())
+        child = self._bound.get(key)
+        if child is None:
+            child = self._bound[key] = metric.labels(model=self.model, role=self.role, **labels)
+        return child
+
+    def requests(self, endpoint: str, status: int) -> Counter:
+        return self._child(self.m.requests, endpoint=endpoint, status=str(status))
+
+    def request_duration(self, endpoint: str) -> Histogram:
+        return self._child(self.m.request_duration, endpoint=endpoint)
+
+    def errors(self, endpoint: str, error_type: str) -> Counter:
+        return self._child(self.m.errors, endpoint=endpoint, error_type=error_type)
+
+    def dropped(self, reason: str) -> Counter:
+        return self._child(self.m.dropped, reason=reason)

@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, dependencies, the middleware, error mapping, request/response schemas."""

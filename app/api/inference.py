@@ -1,0 +1,84 @@
+"""What every inference route shares: the route class that marks it, its documented errors,
+and ``infer``, the steps from texts to results with the request's record kept up to date."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
+
+from ..backends import Backend, OutputSpec
+from ..core.errors import ClientDisconnected
+from ..core.service import Result, Service
+from .deps import Authorized
+from .record import RequestRecord
+from .schemas import ErrorBody
+
+T = TypeVar("T")
+
+ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 429, 503, 504)}
+
+
+class InferenceRoute(APIRoute):
+    """Marks an inference route: refused while draining, counted in the request metrics by
+    model (the middleware finds these routes by this class, not by a list of paths)."""
+
+
+def inference_router(tag: str) -> APIRouter:
+    """A router for inference routes: API key required, errors documented, routes marked."""
+    return APIRouter(route_class=InferenceRoute, dependencies=[Authorized], responses=ERROR_RESPONSES, tags=[tag])
+
+
+def json_response(body: dict) -> Response:
+    # orjson straight to bytes: the response_model would re-validate thousands of floats.
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def infer(request: Request, service: Service, backend: Backend, texts: list[str], truncate: bool,
+                spec: OutputSpec) -> Result:
+    record = RequestRecord.of(request)
+    assert record is not None
+    record.model, record.role, record.inputs = backend.name, backend.role, len(texts)
+    prep = await service.prepare(backend, texts, truncate)
+    record.tokens = prep.tokens
+    result = await until_disconnect(request, service.run(prep, spec))
+    record.timings = result.timings
+    return result
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``; if the client disconnects first, cancel it (its queued inputs are then
+    dropped) and raise ClientDisconnected. One watcher task that cancels this one, rather than
+    a task for the work and asyncio.wait over both: half the event-loop work per request."""
+    task = asyncio.current_task()
+    assert task is not None
+    watching, gone = True, False
+
+    def on_disconnect(watcher: asyncio.Future) -> None:
+        nonlocal gone
+        if watching and not watcher.cancelled() and watcher.exception() is None:
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    watcher.add_done_callback(on_disconnect)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:
+            raise ClientDisconnected("the client went away") from None
+        raise
+    finally:
+        watching = False
+        watcher.cancel()
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,52 @@
+"""POST /v1/embeddings: OpenAI's request and response shapes, so its clients work as-is."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from fastapi import Request, Response
+
+from ...backends import OutputSpec
+from ...core.errors import InvalidInput, Unsupported
+from ..deps import ServiceDep
+from ..inference import infer, inference_router, json_response
+from ..schemas import OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
+
+router = inference_router("openai")
+
+
+def _texts(inp: str | list) -> list[str]:
+    texts = [inp] if isinstance(inp, str) else inp
+    if not texts:
+        raise InvalidInput("input must not be empty")
+    if not all(isinstance(x, str) for x in texts):
+        raise Unsupported("token-id input is not supported (ids of OpenAI's tokenizer do not map onto "
+                          "WordPiece); send strings")
+    for i, t in enumerate(texts):
+        if not t.strip():
+            raise InvalidInput(f"input[{i}] is empty or whitespace only")
+    return list(texts)
+
+
+@router.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse,
+             summary="OpenAI-compatible embeddings")
+async def embeddings(body: OpenAIEmbeddingRequest, request: Request, service: ServiceDep) -> Response:
+    texts = _texts(body.input)
+    backend = service.backend(body.model)
+    result = await infer(request, service, backend, texts, True, OutputSpec("embed", backend.default_pooling))
+    if body.dimensions is not None and body.dimensions != backend.hidden_size:
+        raise Unsupported(f"dimensions={body.dimensions} is not supported: model {backend.name!r} "
+                          f"returns {backend.hidden_size}")
+    data = []
+    for i, v in enumerate(result.values):
+        emb: list[float] | str = v
+        if body.encoding_format == "base64":  # little-endian float32, as OpenAI encodes it
+            emb = base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return json_response({
+        "object": "list",
+        "data": data,
+        "model": backend.name,
+        "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+    })

@@ -1,0 +1,107 @@
+"""The narrow interface every model backend implements, and the post-processing they share.
+
+A backend is one loaded checkpoint: ``tokenize`` (texts -> ids), ``forward`` (a padded batch
+-> per row plain floats, post-processed as each row's ``OutputSpec`` asks), ``warmup``, and
+the descriptive fields ``/info`` shows. The core calls nothing else, so a backend on another
+runtime (ONNX Runtime) only has to produce the encoder's last hidden states and logits and
+hand them to ``postprocess``: pooling, normalisation and softmax stay identical.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from model.pooling import pool
+
+from ..settings import ModelSpec
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What a request wants back for each of its inputs."""
+
+    kind: Literal["classify", "embed"]
+    raw_scores: bool = False  # classify: logits instead of probabilities
+    pooling: str = "mean"  # embed
+    normalize: bool = True  # embed
+
+
+class Backend(ABC):
+    """One loaded model. Subclasses set the fields below in ``__init__``."""
+
+    spec: ModelSpec
+    name: str
+    role: str
+    path: Path
+    family: str  # bert | distilbert
+    task: str  # base | classification | ...
+    labels: list[str]  # class names in score order; empty without a classifier
+    max_length: int  # inputs are cut to this many tokens
+    hidden_size: int
+    default_pooling: str  # mean | cls
+
+    @property
+    def can_classify(self) -> bool:
+        return self.task == "classification"
+
+    @property
+    def default_output(self) -> OutputSpec:
+        """Class scores for a classifier, else a sentence embedding."""
+        return OutputSpec("classify" if self.can_classify else "embed")
+
+    @abstractmethod
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Ids with [CLS]/[SEP], untruncated (the engine cuts to ``max_length``)."""
+
+    @abstractmethod
+    def forward(self, ids: list[list[int]], specs: list[OutputSpec]) -> list[list[float]]:
+        """One forward for a batch; per row the class scores (label order) or the embedding,
+        as plain floats, so no tensor op is left for another thread (app/core/compute.py)."""
+
+    @abstractmethod
+    def warmup(self, max_batch: int) -> None:
+        """Run the shapes the first requests will have, so they do not pay for it."""
+
+    @abstractmethod
+    def info(self) -> dict[str, Any]:
+        """What /info and the distil_model metric report about this model."""
+
+    def scores(self, values: list[float]) -> list[dict]:
+        """Class scores in label order -> label/score pairs sorted by score."""
+        pairs = [{"label": label, "score": v} for label, v in zip(self.labels, values, strict=True)]
+        return sorted(pairs, key=lambda p: p["score"], reverse=True)
+
+    def warmup_shapes(self, max_batch: int) -> list[tuple[int, int]]:
+        return [(1, 8), (min(max_batch, 8), 32), (1, min(self.max_length, 128)),
+                (max_batch, 16), (1, self.max_length)]
+
+
+def postprocess(specs: list[OutputSpec], last: torch.Tensor, mask: torch.Tensor,
+                logits: Callable[[list[int]], torch.Tensor] | None) -> list[list[float]]:
+    """Rows of the encoder's output -> what each row's spec asks for, as plain floats.
+
+    ``last`` is (B, T, C), ``mask`` (B, T); ``logits(rows)`` gives the classifier's (b, labels)
+    for those rows (None: the model has no classifier).
+    """
+    out: list[list[float]] = [[] for _ in specs]
+    rows = [i for i, s in enumerate(specs) if s.kind == "classify"]
+    if rows and logits is not None:
+        raw = logits(rows).float()  # (b, labels)
+        probs = torch.softmax(raw, dim=-1)
+        for r, i in enumerate(rows):
+            out[i] = (raw if specs[i].raw_scores else probs)[r].tolist()
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for i, s in enumerate(specs):
+        if s.kind == "embed":
+            groups.setdefault((s.pooling, s.normalize), []).append(i)
+    for (method, normalize), members in groups.items():
+        vecs = pool(last[members].float(), mask[members], method, normalize)  # type: ignore[arg-type]
+        for r, i in enumerate(members):
+            out[i] = vecs[r].tolist()
+    return out

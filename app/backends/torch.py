@@ -1,0 +1,84 @@
+"""The PyTorch backend: our own ``model`` package, run as it is trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import model
+
+from ..settings import ModelSpec
+from .base import Backend, OutputSpec, postprocess
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+class TorchBackend(Backend):
+    """One loaded checkpoint: tokenizer, module, and what the API reports about it."""
+
+    def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
+        self.spec = spec
+        self.name, self.role = spec.name, spec.role
+        self.path = Path(spec.path)
+        self.device, self.dtype = device, dtype
+        self.module = model.load(self.path, device=device, dtype=dtype)
+        self.tokenizer = model.Tokenizer.from_dir(self.path)
+        self.default_pooling = model.read_pooling(self.path)
+        cfg = self.module.config
+        self.config = cfg
+        self.family = cfg.family
+        self.task = self.module.task
+        self.hidden_size = cfg.hidden_size
+        self.max_length = min(spec.max_length or cfg.max_position_embeddings, cfg.max_position_embeddings)
+        self.parameters = sum(p.numel() for p in self.module.parameters())
+        self.labels = [cfg.id2label[i] for i in range(cfg.num_labels)] if self.can_classify else []
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer.tokenize_ids(texts)
+
+    @torch.inference_mode()
+    def forward(self, ids: list[list[int]], specs: list[OutputSpec]) -> list[list[float]]:
+        batch = self.tokenizer.pad(ids, self.max_length)
+        input_ids = batch.input_ids.to(self.device, non_blocking=True)
+        mask = batch.attention_mask.to(self.device, non_blocking=True)
+        last = self.module.encoder(input_ids, mask)  # (B, T, C)
+        logits = (lambda rows: self.module.logits(last[rows])) if self.can_classify else None
+        return postprocess(specs, last, mask, logits)
+
+    def warmup(self, max_batch: int) -> None:
+        tok = self.tokenizer
+        for b, t in self.warmup_shapes(max_batch):
+            ids = [[tok.cls_id] + [tok.unk_id] * max(t - 2, 0) + [tok.sep_id]]
+            self.forward(ids * b, [self.default_output] * b)
+
+    def info(self) -> dict:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "family": self.family,
+            "task": self.task,
+            "path": str(self.path),
+            "layers": self.config.num_layers,
+            "hidden_size": self.hidden_size,
+            "heads": self.config.num_heads,
+            "parameters": self.parameters,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "labels": self.labels,
+            "max_length": self.max_length,
+            "default_pooling": self.default_pooling,
+        }
