@@ -75,7 +75,10 @@ class CompareRequest(_WithInputs):
 
 class ModelOutputs(BaseModel):
     model: str
-    latency_ms: float
+    latency_ms: float = Field(description="This model's part of the request, tokenization to results")
+    tokenization_ms: float
+    queue_ms: float = Field(description="Longest wait of an input for its batch")
+    inference_ms: float = Field(description="Longest forward pass an input was part of")
     predictions: list[list[LabelScore]] | None = None
     embeddings: list[list[float]] | None = None
 

@@ -244,16 +244,19 @@ class Engine:
     def record_latency(self, name: str, seconds: float) -> None:
         self.recent[name].append((time.monotonic(), seconds))
 
-    def live_percentiles(self, name: str, window_s: float = 300.0) -> dict:
+    def live_percentiles(self, name: str, window_s: float = 300.0, last: int = 60) -> dict:
+        """p50/p95 over the window, and its ``last`` latencies in arrival order (a sparkline's points)."""
         cutoff = time.monotonic() - window_s
-        xs = sorted(s for t, s in self.recent[name] if t >= cutoff)
+        window = [s for t, s in self.recent[name] if t >= cutoff]
+        xs = sorted(window)
         if not xs:
-            return {"window_s": window_s, "count": 0, "p50_ms": None, "p95_ms": None}
+            return {"window_s": window_s, "count": 0, "p50_ms": None, "p95_ms": None, "recent_ms": []}
 
         def q(p: float) -> float:
             return round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000, 3)
 
-        return {"window_s": window_s, "count": len(xs), "p50_ms": q(0.5), "p95_ms": q(0.95)}
+        return {"window_s": window_s, "count": len(xs), "p50_ms": q(0.5), "p95_ms": q(0.95),
+                "recent_ms": [round(s * 1000, 3) for s in window[-last:]]}
 
     async def run(self, name: str, ids: list[list[int]], spec: OutputSpec, timeout_s: float) -> list[Output]:
         """Submit a request's inputs and wait for all of them, honouring the deadline."""

@@ -6,6 +6,6 @@ level FastAPI walks when matching every request.
 
 from fastapi import APIRouter
 
-from . import compare, native, openai, ops
+from . import compare, native, openai, ops, playground
 
-routers: list[APIRouter] = [native.router, openai.router, compare.router, ops.router]
+routers: list[APIRouter] = [native.router, openai.router, compare.router, ops.router, playground.router]

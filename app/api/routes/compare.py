@@ -47,8 +47,13 @@ async def compare(body: CompareRequest, request: Request, service: ServiceDep) -
             res = await infer(request, service, backend, body.texts, body.truncate, spec)
             results[role] = res.values
             entry = {"model": backend.name, "embeddings": res.values}
-        entry["latency_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        elapsed = time.perf_counter() - t0
+        t = res.timings
+        entry.update(latency_ms=round(elapsed * 1000, 3), tokenization_ms=round(t.tokenization_s * 1000, 3),
+                     queue_ms=round(t.queue_s * 1000, 3), inference_ms=round(t.inference_s * 1000, 3))
         out[role] = entry
+        if service.engine:  # each model's part counts towards its live latency in /info (the playground's strip)
+            service.engine.record_latency(backend.name, elapsed)
     record = RequestRecord.of(request)
     assert record is not None
     record.model, record.role, record.live_latency = chosen["student"].name, "student", False

@@ -1,0 +1,224 @@
+"""The playground page in a real headless Chromium against a real service (uvicorn subprocess, tiny models).
+
+Every expectation comes from the service itself: the test sends the page's request to /compare on its
+own and checks that the page shows what that JSON says.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from bench.playground import PAGE, set_viewport, submit
+from tests.playground.conftest import API_KEY
+
+pytestmark = pytest.mark.slow  # a service subprocess and a browser
+
+TEXTS = ["the movie was great and i loved it", "the plot was terrible"]
+
+
+def open_page(driver, url: str, path: str = "/") -> None:
+    driver.get(url + path)
+    # /info answered: the version line reads "... ready", or the key field is shown after a 401.
+    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "version").text.endswith("ready")
+                                    or d.find_element(By.ID, "keybox").is_displayed())
+
+
+def console(driver) -> list[dict]:
+    """Console entries since the last call (chromedriver hands each entry out once)."""
+    return driver.get_log("browser")
+
+
+def requests_sent(driver) -> list[dict]:
+    """The page's requests since the last call, from Chromium's own network log (CDP events)."""
+    out = []
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg["method"] == "Network.requestWillBeSent":
+            req = msg["params"]["request"]
+            out.append({"url": req["url"], "method": req["method"],
+                        "headers": {k.lower(): v for k, v in req["headers"].items()}})
+    return out
+
+
+def only_http_errors(entries: list[dict], status: int) -> None:
+    """Chromium logs every 4xx fetch as a console error ("Failed to load resource"); a test that provokes
+    one expects exactly those and nothing else (no script error, no other status)."""
+    for e in entries:
+        if e["level"] in ("SEVERE", "WARNING"):
+            assert e["source"] == "network" and f"status of {status}" in e["message"], entries
+
+
+def test_page_is_one_small_offline_file():
+    html = PAGE.read_text()
+    assert PAGE.stat().st_size <= 50 * 1024
+    assert "://" not in html  # no external URL, not even a font or an icon
+    assert "<script src" not in html and 'rel="stylesheet"' not in html
+
+
+def test_loads_without_console_errors_or_other_origins(url, browser):
+    console(browser)
+    requests_sent(browser)
+    open_page(browser, url)
+    submit(browser, TEXTS)
+    WebDriverWait(browser, 10).until(lambda d: "n=0" not in d.find_element(By.ID, "live").text)
+    # The sparklines are drawn: some canvas pixels are no longer transparent.
+    inked = browser.execute_script(
+        "return [...document.querySelectorAll('#live canvas')].map(c => c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data.filter((v, i) => i % 4 == 3 && v > 0).length)")
+    assert len(inked) == 2 and all(n > 0 for n in inked), inked
+    assert console(browser) == []
+    sent = [r["url"] for r in requests_sent(browser)]
+    assert f"{url}/" in sent and f"{url}/info" in sent and f"{url}/compare" in sent
+    assert all(u.startswith(url + "/") or u.startswith("data:") for u in sent), sent
+    # The browser's own record agrees (resource timing: everything the page fetched).
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert fetched and all(u.startswith(url + "/") for u in fetched), fetched
+
+
+def test_also_served_at_playground(url, browser):
+    console(browser)
+    open_page(browser, url, "/playground")
+    submit(browser, TEXTS[:1])
+    assert browser.find_elements(By.CSS_SELECTOR, ".pred[data-model=student]")
+    assert console(browser) == []
+
+
+def test_two_sentences_show_what_compare_returns(url, browser):
+    open_page(browser, url)
+    requests_sent(browser)
+    submit(browser, TEXTS)
+    assert [r["url"] for r in requests_sent(browser) if r["url"].endswith("/compare")] == [f"{url}/compare"]
+    want = httpx.post(f"{url}/compare", json={"inputs": TEXTS, "task": "classify"}, timeout=30).json()
+    info = {m["name"]: m for m in httpx.get(f"{url}/info", timeout=10).json()["models"]}
+    for role in ("teacher", "student"):
+        card = browser.find_element(By.CSS_SELECTOR, f"[data-card={role}]")
+        name = want[role]["model"]
+        assert card.find_element(By.TAG_NAME, "h2").text == name
+        assert f"layers {info[name]['layers']}" in card.text.replace("\n", " ")
+        for i in range(len(TEXTS)):
+            preds = want[role]["predictions"][i]
+            box = browser.find_element(By.CSS_SELECTOR, f".pred[data-model={role}][data-input='{i}']")
+            assert box.find_element(By.CLASS_NAME, "top").text == preds[0]["label"]
+            bars = box.find_elements(By.CLASS_NAME, "bar")
+            assert [b.get_attribute("data-label") for b in bars] == [p["label"] for p in preds]
+            for bar, p in zip(bars, preds, strict=True):
+                assert float(bar.get_attribute("data-score")) == pytest.approx(p["score"], abs=1e-6)
+                assert bar.text.split()[-1] == f"{p['score']:.3f}"
+    agree = [e.get_attribute("data-agree") == "true" for e in browser.find_elements(By.CSS_SELECTOR, "[data-agree]")]
+    pairs = zip(want["teacher"]["predictions"], want["student"]["predictions"], strict=True)
+    assert agree == [t[0]["label"] == s[0]["label"] for t, s in pairs]
+    assert browser.find_element(By.ID, "speedup").text.endswith("×")
+
+
+def test_embed_shows_cosines(url, browser):
+    open_page(browser, url)
+    submit(browser, TEXTS, task="embed")
+    want = httpx.post(f"{url}/compare", json={"inputs": TEXTS, "task": "embed"}, timeout=30).json()
+    shown = browser.find_elements(By.CSS_SELECTOR, "[data-cosine]")
+    assert [float(e.get_attribute("data-cosine")) for e in shown] == pytest.approx(want["cosine"], abs=1e-6)
+    assert [e.text for e in shown] == [f"cos {c:.3f}" for c in want["cosine"]]
+    dims = {e.get_attribute("data-dim") for e in browser.find_elements(By.CSS_SELECTOR, "[data-dim]")}
+    assert dims == {str(len(want["student"]["embeddings"][0]))}
+    assert f"mean cosine {want['mean_cosine']:.3f}" in browser.find_element(By.ID, "summary").text
+
+
+def test_empty_input_shows_the_services_422(url, browser):
+    open_page(browser, url)
+    console(browser)
+    submit(browser, [])
+    r = httpx.post(f"{url}/compare", json={"inputs": [], "task": "classify"}, timeout=10)
+    assert r.status_code == 422
+    error = browser.find_element(By.ID, "error")
+    assert error.text == f"422 validation: {r.json()['error']}"
+    assert error.get_attribute("role") == "alert"
+    only_http_errors(console(browser), 422)
+
+
+def test_429_shows_retry_after(url, browser):
+    """The page's own error formatting, run in the browser on a 429 response shaped like the service's."""
+    open_page(browser, url)
+    text = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const body = JSON.stringify({error: "queue full for model 'student'", error_type: "overloaded"});
+        failure(new Response(body, {status: 429, statusText: "Too Many Requests",
+                                    headers: {"Retry-After": "2"}})).then(done);""")
+    assert text == "429 overloaded: queue full for model 'student' (retry after 2 s)"
+
+
+def test_api_key_field_appears_and_requests_carry_it(keyed_url, browser):
+    console(browser)
+    requests_sent(browser)
+    open_page(browser, keyed_url)
+    key_box = browser.find_element(By.ID, "keybox")
+    WebDriverWait(browser, 10).until(lambda d: key_box.is_displayed())
+    key = browser.find_element(By.ID, "apikey")
+    assert [lb.text for lb in browser.execute_script("return arguments[0].labels", key)] == ["API key"]
+    key.send_keys(API_KEY)
+    submit(browser, TEXTS)
+    assert browser.find_elements(By.CSS_SELECTOR, ".pred"), browser.find_element(By.ID, "error").text
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "version").text.endswith("ready"))
+    sent = requests_sent(browser)
+    api = [r for r in sent if r["url"].endswith(("/compare", "/info"))]
+    assert {r["url"].rsplit("/", 1)[1] for r in api} == {"compare", "info"}
+    keyed = [r for r in api if r["headers"].get("authorization") == f"Bearer {API_KEY}"]
+    first = api.index(keyed[0])
+    assert all(r in keyed for r in api[first:])  # every request once the key was typed
+    assert any(r["url"].endswith("/compare") for r in keyed)
+    only_http_errors(console(browser), 401)  # the first /info, before the key
+
+
+def test_every_control_is_labelled_and_ctrl_enter_submits(url, browser):
+    open_page(browser, url)
+    unlabelled = browser.execute_script(
+        "return [...document.querySelectorAll('input, textarea, select')].filter(e => !e.labels.length)"
+        ".map(e => e.id || e.name)")
+    assert unlabelled == []
+    submit(browser, TEXTS)  # submit() presses Ctrl+Enter in the text area
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".pred")) == 2 * len(TEXTS)
+
+
+def test_phone_width(url, browser):
+    set_viewport(browser, 375, 800)
+    try:
+        open_page(browser, url)
+        submit(browser, TEXTS)
+        width = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width == [375, 375]
+        right = browser.execute_script(
+            "return Math.max(...[...document.querySelectorAll('.card, .pred, .mid, button, textarea, #live')]"
+            ".map(e => e.getBoundingClientRect().right))")
+        assert right <= 375
+        assert len(browser.find_elements(By.CSS_SELECTOR, ".pred")) == 2 * len(TEXTS)
+    finally:
+        set_viewport(browser, 1280, 800)
+
+
+def test_compare_reports_server_timings_and_feeds_the_live_window(url):
+    """What the page shows beside each model (queue, inference) and in its live strip (p50/p95, sparkline)."""
+    before = {m["name"]: m["latency"]["count"] for m in httpx.get(f"{url}/info", timeout=10).json()["models"]}
+    r = httpx.post(f"{url}/compare", json={"inputs": TEXTS, "task": "classify"}, timeout=30).json()
+    for role in ("teacher", "student"):
+        out = r[role]
+        assert 0 < out["inference_ms"] <= out["latency_ms"] and 0 <= out["queue_ms"] <= out["latency_ms"]
+        assert 0 <= out["tokenization_ms"] <= out["latency_ms"]
+    live = {m["name"]: m["latency"] for m in httpx.get(f"{url}/info", timeout=10).json()["models"]}
+    for role in ("teacher", "student"):
+        name = r[role]["model"]
+        assert live[name]["count"] == before[name] + 1
+        assert live[name]["recent_ms"][-1] == pytest.approx(r[role]["latency_ms"], abs=1e-3)
+        assert len(live[name]["recent_ms"]) == min(live[name]["count"], 60)
+
+
+def test_page_needs_no_key_and_is_not_in_the_schema(keyed_url):
+    for path in ("/", "/playground"):
+        r = httpx.get(keyed_url + path, timeout=10)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert r.content == PAGE.read_bytes()
+    assert httpx.get(f"{keyed_url}/info", timeout=10).status_code == 401
+    paths = httpx.get(f"{keyed_url}/openapi.json", timeout=10).json()["paths"]
+    assert "/" not in paths and "/playground" not in paths and "/compare" in paths
