@@ -7,7 +7,7 @@ ARTIFACTS ?= artifacts
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: system-deps install assets test test-fast lint format models ablation serve bench bench-paper bench-model bench-train report screenshot clean
+.PHONY: system-deps install assets test test-fast lint format models ablation serve bench bench-paper bench-model bench-train report screenshot clean container-engine base-image image test-image
 
 install: $(STAMP)
 
@@ -36,6 +36,38 @@ system-deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends \
 	    prometheus chromium chromium-driver; \
 	fi
+
+# A container engine for `make image` and `make test-image`: nothing to do if docker or podman already
+# runs; else Debian's podman (as root, with runc and the host's ulimits: deploy/podman/containers.conf),
+# netavark, aardvark-dns and iptables for compose networks, and mmdebstrap for a base image where no
+# registry can be reached. Says so and fails if none of that works.
+CONTAINER_PKGS := podman buildah fuse-overlayfs slirp4netns uidmap runc netavark aardvark-dns iptables mmdebstrap
+container-engine: install
+	@if ! docker info >/dev/null 2>&1 && command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  if ! dpkg -s $(CONTAINER_PKGS) >/dev/null 2>&1; then \
+	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends \
+	      $(CONTAINER_PKGS); \
+	  fi; \
+	  [ -e /etc/containers/containers.conf ] || $$SUDO install -D -m 644 deploy/podman/containers.conf /etc/containers/containers.conf; \
+	fi
+	@$(PY) -m deploy.image engine
+
+# The image to build on: the official slim Python image if it can be pulled, else Debian bookworm made by
+# mmdebstrap (about 2 minutes, once; reused while it exists).
+base-image: container-engine
+	$(PY) -m deploy.image base
+
+# distilbert-serve:cpu from docker/Dockerfile (torch from the host's pip index under podman).
+image: container-engine
+	$(PY) -m deploy.image build
+
+# Builds the image and runs it for real (a few minutes): uid, /ready, the same numbers as
+# the host, HEALTHCHECK, no writes outside models and temp, SIGTERM under load, size, cold start, compose.
+# Writes deploy/results/image.json and the README's image line.
+test-image: install assets image
+	DISTIL_IMAGE_TESTS=1 DISTIL_IMAGE_RESULTS=deploy/results/image.json $(PY) -m pytest tests/docker/test_image.py -v
+	$(PY) -m deploy.report --results deploy/results/image.json --readme README.md
 
 test: install assets system-deps
 	$(VENV)/bin/ruff check .
