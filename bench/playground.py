@@ -72,6 +72,14 @@ def set_viewport(driver: WebDriver, width: int, height: int) -> None:
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
 
 
+def open_page(driver: WebDriver, url: str) -> None:
+    """Load the page and wait for its first /info: the version line reads "... ready", or the key
+    field is shown after a 401."""
+    driver.get(url)
+    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "version").text.endswith("ready")
+                                    or d.find_element(By.ID, "keybox").is_displayed())
+
+
 def submit(driver: WebDriver, texts: list[str], task: str = "classify") -> None:
     """Type the inputs, pick the task, press Ctrl+Enter, wait for results or an error."""
     from selenium.webdriver.common.keys import Keys
@@ -155,8 +163,10 @@ def readme_section(res: dict) -> str:
             f"Ctrl+Enter, and both models answer side by side, with a live p50/p95 strip per model. One HTML "
             f"file of {res['page_bytes'] / 1024:.1f} KB, no external URL. First paint {fp:.0f} ms after the HTML "
             f"arrived (a blank page in the same browser: {floor:.0f} ms; medians of {page['loads']} alternating "
-            f"loads, headless Chromium {res['browser']}, {res['date']}). Screenshot with {res['models']}; "
-            f"`make screenshot` writes it and these numbers ({res['results']}).")
+            f"loads, headless Chromium {res['browser']}, {res['date']}). Screenshot with {res['models']}, "
+            f"load average {res['load_average']:.1f} on {res['environment']['cores']} cores while it ran: its "
+            f"latencies are one request's, not a benchmark (see [Teacher vs student](#teacher-vs-student) for "
+            f"those). `make screenshot` writes it and these numbers ({res['results']}).")
 
 
 def write_readme(readme: Path, section: str) -> None:
@@ -215,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 with blank_page() as blank:
                     timing = measure_loads(driver, {"playground": f"{url}/", "blank": blank}, args.loads)
+                open_page(driver, f"{url}/")
                 submit(driver, SAMPLE)
                 WebDriverWait(driver, 10).until(lambda d: "n=0" not in d.find_element(By.ID, "live").text)
                 time.sleep(0.3)  # let the bars' layout settle before the capture
@@ -227,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
             stop_server(proc)
     res = {"command": "make screenshot", "date": time.strftime("%Y-%m-%d"), "environment": machine,
            "browser": browser, "models": which, "viewport": [1280, 800], "screenshot": _shown(args.out),
-           "results": _shown(args.results), "page_bytes": PAGE.stat().st_size, "timing": timing}
+           "results": _shown(args.results), "page_bytes": PAGE.stat().st_size, "timing": timing,
+           "load_average": os.getloadavg()[0]}  # other work on the machine shows in the screenshot's latencies
     args.results.write_text(json.dumps(res, indent=2) + "\n")
     section = readme_section(res)
     write_readme(args.readme, section)

@@ -13,6 +13,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from bench import playground
 from bench.playground import PAGE, set_viewport, submit
 from tests.playground.conftest import API_KEY
 
@@ -22,10 +23,7 @@ TEXTS = ["the movie was great and i loved it", "the plot was terrible"]
 
 
 def open_page(driver, url: str, path: str = "/") -> None:
-    driver.get(url + path)
-    # /info answered: the version line reads "... ready", or the key field is shown after a 401.
-    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "version").text.endswith("ready")
-                                    or d.find_element(By.ID, "keybox").is_displayed())
+    playground.open_page(driver, url + path)
 
 
 def console(driver) -> list[dict]:
