@@ -29,6 +29,10 @@ class ModelSpec(BaseModel):
     path: Path
     role: Role = "other"
     max_length: int | None = Field(default=None, ge=2, description="default: the model's positions")
+    # What this entry serves. classify: /classify and /compare task=classify; embed: /embed, /v1/embeddings
+    # and /compare task=embed. A request for the other task goes to the entry of the same role that serves
+    # it (a classifier and a distinct embedding checkpoint per role). None: whatever the model can do.
+    task: Literal["classify", "embed"] | None = None
 
 
 class Settings(BaseSettings):

@@ -51,6 +51,13 @@ class Backend(ABC):
         return self.task == "classification"
 
     @property
+    def serves(self) -> tuple[str, ...]:
+        """The tasks this entry answers: its configured ``task``, else what the model can do."""
+        if self.spec.task:
+            return (self.spec.task,)
+        return ("classify", "embed") if self.can_classify else ("embed",)
+
+    @property
     def default_output(self) -> OutputSpec:
         """Class scores for a classifier, else a sentence embedding."""
         return OutputSpec("classify" if self.can_classify else "embed")

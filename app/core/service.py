@@ -133,6 +133,18 @@ class Service:
                 return b
         raise Unsupported(f"no model with role {role!r} is configured; name one with '{role}'")
 
+    def backend_for(self, task: str, name: str | None = None, role: str | None = None) -> Backend:
+        """The entry that answers ``task`` for the named model (else the role's first model, else the
+        default): that entry if it serves the task, else the entry of the same role that does."""
+        chosen = self.backend(name) if name or not role else self.backend_with_role(role)
+        if task in chosen.serves:
+            return chosen
+        for b in self.backends.values():
+            if b.role == chosen.role and task in b.serves:
+                return b
+        raise Unsupported(f"model {chosen.name!r} serves {', '.join(chosen.serves)}, and no {chosen.role} model is "
+                          f"configured for {task}; add an entry with task={task!r}")
+
     @staticmethod
     def require_classifier(backend: Backend) -> None:
         if not backend.can_classify:

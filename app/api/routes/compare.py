@@ -17,8 +17,9 @@ from ..schemas import CompareRequest, CompareResponse
 router = inference_router("compare")
 
 
-def _pick(service: Service, name: str | None, role: str) -> Backend:
-    return service.backend(name) if name else service.backend_with_role(role)
+def _pick(service: Service, name: str | None, role: str, task: str) -> Backend:
+    """The role's entry for the task (a classifier and an embedder may be distinct entries per role)."""
+    return service.backend_for(task, name, role)
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
@@ -30,8 +31,8 @@ def _cosine(a: list[float], b: list[float]) -> float:
 @router.post("/compare", response_model=CompareResponse,
              summary="Teacher vs student: outputs, latency, agreement and speed-up")
 async def compare(body: CompareRequest, request: Request, service: ServiceDep) -> Response:
-    chosen = {"student": _pick(service, body.student, "student"),
-              "teacher": _pick(service, body.teacher, "teacher")}
+    chosen = {"student": _pick(service, body.student, "student", body.task),
+              "teacher": _pick(service, body.teacher, "teacher", body.task)}
     out: dict = {"task": body.task}
     results = {}
     # One after the other, so neither model's latency includes the other's work.

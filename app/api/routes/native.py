@@ -15,7 +15,7 @@ router = inference_router("inference")
 @router.post("/classify", response_model=ClassifyResponse,
              summary="Labels with scores for each input, sorted by score")
 async def classify(body: ClassifyRequest, request: Request, service: ServiceDep) -> Response:
-    backend = service.backend(body.model)
+    backend = service.backend_for("classify", body.model)
     service.require_classifier(backend)
     result = await infer(request, service, backend, body.texts, body.truncate,
                          OutputSpec("classify", raw_scores=body.raw_scores))
@@ -24,7 +24,7 @@ async def classify(body: ClassifyRequest, request: Request, service: ServiceDep)
 
 @router.post("/embed", response_model=EmbedResponse, summary="Sentence embeddings for each input")
 async def embed(body: EmbedRequest, request: Request, service: ServiceDep) -> Response:
-    backend = service.backend(body.model)
+    backend = service.backend_for("embed", body.model)
     spec = OutputSpec("embed", pooling=body.pooling or backend.default_pooling, normalize=body.normalize)
     result = await infer(request, service, backend, body.texts, body.truncate, spec)
     return json_response({"model": backend.name, "dim": backend.hidden_size, "embeddings": result.values})

@@ -33,7 +33,7 @@ def _texts(inp: str | list) -> list[str]:
              summary="OpenAI-compatible embeddings")
 async def embeddings(body: OpenAIEmbeddingRequest, request: Request, service: ServiceDep) -> Response:
     texts = _texts(body.input)
-    backend = service.backend(body.model)
+    backend = service.backend_for("embed", body.model)
     result = await infer(request, service, backend, texts, True, OutputSpec("embed", backend.default_pooling))
     if body.dimensions is not None and body.dimensions != backend.hidden_size:
         raise Unsupported(f"dimensions={body.dimensions} is not supported: model {backend.name!r} "

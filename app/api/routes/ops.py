@@ -41,7 +41,7 @@ async def info(service: ServiceDep) -> Response:
     s = service.settings
     models = []
     for b in service.backends.values():
-        entry = b.info()
+        entry = b.info() | {"serves": list(b.serves)}
         if service.engine:
             entry["latency"] = service.engine.live_percentiles(b.name)
         models.append(entry)
