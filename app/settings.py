@@ -22,6 +22,21 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 Role = Literal["teacher", "student", "other"]
+BACKENDS = ("torch", "onnx")
+PRECISIONS = ("fp32", "int8", "fp16", "bf16")
+# What each backend can run on each kind of device.
+VALID_PRECISIONS = {("torch", "cpu"): ("fp32", "int8"), ("torch", "cuda"): ("fp32", "fp16", "bf16"),
+                    ("onnx", "cpu"): ("fp32", "int8"), ("onnx", "cuda"): ("fp32",)}
+_DTYPE_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def device_type(device: str) -> str:
+    """cpu or cuda for a device setting; auto is what this machine has."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device.split(":")[0]
 
 
 class ModelSpec(BaseModel):
@@ -33,6 +48,24 @@ class ModelSpec(BaseModel):
     # and /compare task=embed. A request for the other task goes to the entry of the same role that serves
     # it (a classifier and a distinct embedding checkpoint per role). None: whatever the model can do.
     task: Literal["classify", "embed"] | None = None
+    # How it runs: our torch modules (the reference) or an ONNX Runtime export of them (model/export.py);
+    # precision fp32 | int8 on CPU, fp32 | fp16 | bf16 on CUDA (onnx on CUDA: fp32). None: the service's dtype.
+    backend: str = "torch"
+    precision: str | None = None
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        if v not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {v!r}")
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str | None) -> str | None:
+        if v is not None and v not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {v!r}")
+        return v
 
 
 class Settings(BaseSettings):
@@ -90,6 +123,29 @@ class Settings(BaseSettings):
                              f"({self.max_queue_size}): such a request could never be queued")
         if self.default_model is not None and self.default_model not in names:
             raise ValueError(f"default_model {self.default_model!r} is not one of {names}")
+        return self
+
+    def precision_of(self, spec: ModelSpec, device: str | None = None) -> str:
+        """The precision ``spec`` runs at: its own, else the service's dtype (auto: fp16 on CUDA for torch)."""
+        kind = device or device_type(self.device)
+        if spec.precision:
+            return spec.precision
+        if spec.backend == "onnx" or (self.dtype == "auto" and kind == "cpu"):
+            return "fp32"
+        return "fp16" if self.dtype == "auto" else _DTYPE_PRECISION[self.dtype]
+
+    @model_validator(mode="after")
+    def _runnable(self) -> Settings:
+        """Refuse a backend/precision the device cannot run, naming the ones it can."""
+        if not any(m.precision or m.backend != "torch" for m in self.models):
+            return self  # nothing asked beyond the dtype setting: no device probe needed
+        kind = device_type(self.device)
+        for m in self.models:
+            p = self.precision_of(m, kind)
+            valid = VALID_PRECISIONS[(m.backend, kind)]
+            if p not in valid:
+                raise ValueError(f"model {m.name!r}: precision {p!r} cannot run with backend {m.backend!r} on "
+                                 f"{kind}; valid there: {', '.join(valid)}")
         return self
 
     @classmethod

@@ -193,14 +193,15 @@ def export(checkpoint: str | Path, precision: str = "fp32", force: bool = False)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS} for an ONNX export, got {precision!r}")
     checkpoint = Path(checkpoint)
-    module = load(checkpoint)  # also checks the checkpoint itself, with its own clear errors
-    names = output_names(module)
     cache = checkpoint / CACHE_DIR
     onnx_path = cache / f"{precision}.onnx"
     key = cache_key(checkpoint, precision)
     if not force and _check_cached(onnx_path, key):
-        return Export(onnx_path, precision, key, names)
+        outputs = json.loads(_manifest_path(onnx_path).read_text())["outputs"]
+        return Export(onnx_path, precision, key, tuple(outputs))
 
+    module = load(checkpoint)  # also checks the checkpoint itself, with its own clear errors
+    names = output_names(module)
     cache.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     if precision == "fp32":
@@ -219,7 +220,8 @@ def export(checkpoint: str | Path, precision: str = "fp32", force: bool = False)
     return Export(onnx_path, precision, key, names)
 
 
-def session(exp: Export, threads: int | None = None, provider: str = "CPUExecutionProvider"):
+def session(exp: Export, threads: int | None = None, provider: str = "CPUExecutionProvider",
+            provider_options: dict | None = None):
     """An ONNX Runtime session on ``exp`` with every graph optimisation on."""
     import onnxruntime as ort
 
@@ -227,8 +229,12 @@ def session(exp: Export, threads: int | None = None, provider: str = "CPUExecuti
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise ExportError(f"ONNX Runtime here has no {provider} (available: {', '.join(available)})")
     try:
-        return ort.InferenceSession(str(exp.path), opts, providers=[provider])
+        return ort.InferenceSession(str(exp.path), opts, providers=[provider],
+                                    provider_options=[provider_options or {}])
     except Exception as e:  # ORT raises its own Fail/InvalidGraph types with no common public base
         raise ExportError(f"{exp.path}: ONNX Runtime cannot load it ({e}); rebuild with "
                           "`python -m model.export CHECKPOINT --force`") from e

@@ -9,8 +9,14 @@ __all__ = ["Backend", "OutputSpec", "load", "postprocess"]
 
 
 def load(spec: ModelSpec, settings: Settings) -> Backend:
-    """The backend a model entry asks for, on the configured device (call on the compute thread)."""
-    from .torch import TorchBackend, resolve_device, resolve_dtype
+    """The backend a model entry asks for, on the configured device, at the precision settings
+    chose for it (call on the compute thread)."""
+    from .torch import TorchBackend, resolve_device
 
     device = resolve_device(settings.device)
-    return TorchBackend(spec, device, resolve_dtype(settings.dtype, device))
+    precision = settings.precision_of(spec, device.type)
+    if spec.backend == "onnx":
+        from .onnx import OnnxBackend
+
+        return OnnxBackend(spec, device, precision, settings.threads)
+    return TorchBackend.at_precision(spec, device, precision)

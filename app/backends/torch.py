@@ -27,15 +27,38 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
+PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
+
+
+def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
+    """torch.ao dynamic quantization: every Linear's weights int8 per output channel, activations
+    quantised per batch at run time (CPU only). For users without onnxruntime."""
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the quantized-tensor deprecation notes of torch 2.13
+        return quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
 class TorchBackend(Backend):
     """One loaded checkpoint: tokenizer, module, and what the API reports about it."""
 
-    def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
+    backend = "torch"
+
+    def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype, int8: bool = False) -> None:
         self.spec = spec
         self.name, self.role = spec.name, spec.role
         self.path = Path(spec.path)
         self.device, self.dtype = device, dtype
         self.module = model.load(self.path, device=device, dtype=dtype)
+        self.parameters = sum(p.numel() for p in self.module.parameters())  # before int8 packs them away
+        if int8:
+            if device.type != "cpu":
+                raise ValueError(f"int8 runs on CPU only, not {device}")
+            self.module = quantize_int8(self.module)
+        self.precision = "int8" if int8 else {v: k for k, v in PRECISION_DTYPES.items() if k != "int8"}[dtype]
         self.tokenizer = model.Tokenizer.from_dir(self.path)
         self.default_pooling = model.read_pooling(self.path)
         cfg = self.module.config
@@ -44,8 +67,11 @@ class TorchBackend(Backend):
         self.task = self.module.task
         self.hidden_size = cfg.hidden_size
         self.max_length = min(spec.max_length or cfg.max_position_embeddings, cfg.max_position_embeddings)
-        self.parameters = sum(p.numel() for p in self.module.parameters())
         self.labels = [cfg.id2label[i] for i in range(cfg.num_labels)] if self.can_classify else []
+
+    @classmethod
+    def at_precision(cls, spec: ModelSpec, device: torch.device, precision: str) -> TorchBackend:
+        return cls(spec, device, PRECISION_DTYPES[precision], int8=precision == "int8")
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer.tokenize_ids(texts)
@@ -78,6 +104,8 @@ class TorchBackend(Backend):
             "parameters": self.parameters,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "backend": self.backend,
+            "precision": self.precision,
             "labels": self.labels,
             "max_length": self.max_length,
             "default_pooling": self.default_pooling,

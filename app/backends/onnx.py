@@ -1,0 +1,63 @@
+"""The ONNX Runtime backend: our own modules exported once (model/export.py), run by an ONNX
+Runtime session. The graph ends at the encoder's last hidden states and the classifier's logits;
+pooling, normalisation and softmax are ``postprocess``, the same code the torch backend runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import model
+from model.export import export, session
+
+from ..settings import ModelSpec
+from .base import Backend, OutputSpec, postprocess
+from .torch import TorchBackend
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class OnnxBackend(Backend):
+    backend = "onnx"
+
+    def __init__(self, spec: ModelSpec, device: torch.device, precision: str, threads: int | None = None) -> None:
+        self.spec = spec
+        self.name, self.role = spec.name, spec.role
+        self.path = Path(spec.path)
+        self.device, self.precision = device, precision
+        self.dtype = torch.float32  # activations; int8 is the weights' precision
+        module = model.load(self.path)  # the checkpoint's config and head; the graph below is built from it
+        cfg = module.config
+        self.config, self.family, self.task = cfg, cfg.family, module.task
+        self.parameters = sum(p.numel() for p in module.parameters())
+        del module
+        # Built once and cached beside the checkpoint; a corrupt cache raises ExportError here, so the
+        # model fails to load (the service reports it) instead of serving wrong numbers.
+        self.export = export(self.path, precision)
+        provider = PROVIDERS[device.type]
+        options = {"device_id": device.index or 0} if device.type == "cuda" else None
+        self.session = session(self.export, threads, provider, options)
+        self.tokenizer = model.Tokenizer.from_dir(self.path)
+        self.default_pooling = model.read_pooling(self.path)
+        self.hidden_size = cfg.hidden_size
+        self.max_length = min(spec.max_length or cfg.max_position_embeddings, cfg.max_position_embeddings)
+        self.labels = [cfg.id2label[i] for i in range(cfg.num_labels)] if self.can_classify else []
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer.tokenize_ids(texts)
+
+    def forward(self, ids: list[list[int]], specs: list[OutputSpec]) -> list[list[float]]:
+        batch = self.tokenizer.pad(ids, self.max_length)
+        feeds = {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()}
+        outputs = dict(zip(self.export.outputs, self.session.run(list(self.export.outputs), feeds), strict=True))
+        last = torch.from_numpy(outputs["last_hidden_state"])  # (B, T, C)
+        all_logits = torch.from_numpy(outputs["logits"]) if "logits" in outputs else None  # (B, labels)
+        logits = (lambda rows: all_logits[rows]) if self.can_classify and all_logits is not None else None
+        return postprocess(specs, last, batch.attention_mask, logits)
+
+    warmup = TorchBackend.warmup  # the same shapes, through this forward
+
+    def info(self) -> dict:
+        return {**TorchBackend.info(self), "export": str(self.export.path)}
