@@ -15,7 +15,6 @@ import argparse
 import http.server
 import json
 import os
-import re
 import socket
 import statistics
 import tempfile
@@ -32,7 +31,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .report import markers
+from .report import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -169,15 +168,6 @@ def readme_section(res: dict) -> str:
             f"those). `make screenshot` writes it and these numbers ({res['results']}).")
 
 
-def write_readme(readme: Path, section: str) -> None:
-    start, end = markers("playground")
-    text = readme.read_text()
-    if start not in text:
-        raise SystemExit(f"{readme} has no {start} ... {end} markers")
-    readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{section}\n{end}",
-                             text, flags=re.S))
-
-
 def _shown(path: Path) -> str:
     try:
         return path.resolve().relative_to(ROOT).as_posix()
@@ -242,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
            "load_average": os.getloadavg()[0]}  # other work on the machine shows in the screenshot's latencies
     args.results.write_text(json.dumps(res, indent=2) + "\n")
     section = readme_section(res)
-    write_readme(args.readme, section)
+    write_section(args.readme, "playground", section)
     print(section)
 
 

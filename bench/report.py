@@ -12,6 +12,16 @@ def markers(section: str) -> tuple[str, str]:
     return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
 
 
+def write_section(readme: Path, section: str, body: str) -> None:
+    """Replace what is between the README's ``<!-- {section}:start/end -->`` markers with ``body``."""
+    start, end = markers(section)
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} markers")
+    readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{body}\n{end}",
+                             text, flags=re.S))
+
+
 def _find(data: dict, model: str, endpoint: str, profile: str, c: int) -> dict | None:
     for r in data["results"]:
         lv = r["level"]
@@ -231,10 +241,5 @@ def write_all(data: dict, out: Path, readme: Path | None = None, accuracy: Path 
     (out / "bench.md").write_text("# Benchmark\n\n" + section + "\n\n## Every level\n\n" + markdown_table(data) + "\n")
     plots(data, out)
     if readme is not None:
-        start, end = markers(section_name)
-        text = readme.read_text()
-        if start not in text:
-            raise SystemExit(f"{readme} has no {start} ... {end} markers")
-        readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end),
-                                 lambda _: f"{start}\n{section}\n{end}", text, flags=re.S))
+        write_section(readme, section_name, section)
     print(section)
