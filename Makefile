@@ -85,14 +85,15 @@ format: install
 
 # The default teacher and student, the baseline and the embedders, evaluated in domain and out of
 # it; writes artifacts/results.json and artifacts/serve.json (at most 30 minutes on a 2-core CPU).
+# Three single-threaded processes train the student, the baseline and the embedder side by side.
 models: install assets
-	$(PY) -m experiments.pipeline --out $(ARTIFACTS)
+	$(PY) -m experiments.pipeline --out $(ARTIFACTS) --workers 3 --threads 1
 	$(PY) -m experiments.report --results $(ARTIFACTS)/results.json
 
 # The recipe ablation (docs/ablation.md + .json; at most 60 minutes on a 2-core CPU). Reuses the
 # make models teacher in $(ARTIFACTS)/work when it was trained with the same configuration.
 ablation: install assets
-	$(PY) -m experiments.ablation --out $(ARTIFACTS)/ablation --work $(ARTIFACTS)/work
+	$(PY) -m experiments.ablation --out $(ARTIFACTS)/ablation --work $(ARTIFACTS)/work --workers 3 --threads 1
 
 $(ARTIFACTS)/results.json:
 	$(MAKE) models
@@ -138,7 +139,7 @@ bench-model: install
 	$(PY) bench/model_speed.py --json bench/results/model_speed.json
 
 bench-train: install
-	$(PY) bench/train_speed.py --json bench/results/train_speed.json
+	$(PY) -m bench.train_speed --json bench/results/train_speed.json --readme README.md
 
 # The playground filled in headless Chromium at 1280x800: docs/playground.png, its weight and first paint
 # (docs/playground.json) and the README's quick-start section. The models of `make models` when $(ARTIFACTS)

@@ -1,7 +1,11 @@
-"""Training speed: general-distillation steps (teacher forward + student forward/backward with
-the triple loss + AdamW step) in tokens/s, for a tiny and the paper-size student.
+"""Training speed: general-distillation steps (teacher forward + student forward/backward with the
+triple loss of training/objective.py, the same function ``python -m training distill`` trains with,
++ AdamW step) in tokens/s, for a tiny and the paper-size student. Writes JSON and the README's
+train-speed section from it.
 
-    python bench/train_speed.py [--device auto] [--steps 3] [--batch 8] [--length 128]
+    python -m bench.train_speed [--device auto] [--steps 3] [--batch 8] [--length 128]
+        [--json bench/results/train_speed.json] [--readme README.md]
+    python -m bench.train_speed --report-only   # the README section from the JSON, nothing measured
 """
 
 from __future__ import annotations
@@ -9,22 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import model  # noqa: E402
-from training import losses  # noqa: E402
-from training.init import init_student  # noqa: E402
-from training.masking import MaskingConfig, mask_tokens  # noqa: E402
+import model
+from experiments.report import write_readme
+from training import objective
+from training.init import init_student
+from training.masking import MaskingConfig, mask_tokens
 
 SIZES = {
     "tiny": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "intermediate_size": 128},
     "paper": {},  # BERT-base teacher -> 6-layer DistilBERT
 }
+WEIGHTS = objective.GeneralWeights()  # L_ce 5, L_mlm 2, L_cos 1: the paper's triple loss, the library default
 
 
 def bench(size: str, device: torch.device, steps: int, batch: int, length: int, amp: bool) -> dict:
@@ -46,12 +50,10 @@ def bench(size: str, device: torch.device, steps: int, batch: int, length: int, 
         with torch.autocast(device.type, dtype=dtype, enabled=amp):
             with torch.no_grad():
                 t_states = teacher.encoder.hidden_states(x, mask)
-                t_logits = teacher.logits(t_states[-1])
+                t_out = objective.Outputs(t_states, teacher.logits(t_states[-1]))
             s_states = student.encoder.hidden_states(x, mask)
-            s_logits = student.logits(s_states[-1])
-            loss = (5.0 * losses.soft_target_kl(s_logits, t_logits, 2.0, mask)
-                    + 2.0 * losses.masked_lm(s_logits, labels)
-                    + losses.hidden_cosine(s_states[-1], t_states[-1], mask))
+            s_out = objective.Outputs(s_states, student.logits(s_states[-1]))
+            loss, _ = objective.general_distillation(s_out, t_out, mask, WEIGHTS, labels)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -66,29 +68,46 @@ def bench(size: str, device: torch.device, steps: int, batch: int, length: int, 
             "teacher_params": sum(p.numel() for p in teacher.parameters())}
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def markdown(res: dict) -> str:
+    rows = res["rows"]
+    r0 = rows[0]
+    lines = [f"Measured by `make bench-train` (`python -m bench.train_speed`) on {res['device_name']}: batch "
+             f"{r0['batch']} × {r0['length']} tokens, {'bf16 autocast' if r0['amp'] else 'float32'}, median of "
+             f"{res['steps']} steps.", "",
+             "| student | params (student / teacher) | step (s) | training tokens/s |", "|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['student_params'] / 1e6:.1f}M / {r['teacher_params'] / 1e6:.1f}M "
+                     f"| {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bench.train_speed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--length", type=int, default=128)
-    p.add_argument("--json", type=Path)
+    p.add_argument("--json", type=Path, default=Path("bench/results/train_speed.json"))
+    p.add_argument("--readme", type=Path, help="write the train-speed section of this README")
+    p.add_argument("--report-only", action="store_true", help="measure nothing: the section from --json")
     args = p.parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    amp = device.type == "cuda"
-    rows = [bench(s, device, args.steps, args.batch, args.length, amp) for s in SIZES]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"general distillation step, {name}, batch {args.batch} x {args.length} tokens, "
-          f"{'bf16 autocast' if amp else 'float32'}, median of {args.steps}\n")
-    print("| student | params (student / teacher) | step (s) | training tokens/s |")
-    print("|---|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['size']} | {r['student_params'] / 1e6:.1f}M / {r['teacher_params'] / 1e6:.1f}M "
-              f"| {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} |")
-    if args.json:
+    if args.report_only:
+        res = json.loads(args.json.read_text())
+    else:
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
+                              else args.device)
+        amp = device.type == "cuda"
+        cpu = f"CPU, {torch.get_num_threads()} threads"
+        res = {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu, "steps": args.steps,
+               "rows": [bench(s, device, args.steps, args.batch, args.length, amp) for s in SIZES]}
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
-    return rows
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    block = markdown(res)
+    if args.readme:
+        write_readme(args.readme, block, "train-speed")
+    print(block)
+    return res
 
 
 if __name__ == "__main__":

@@ -24,13 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import platform
 import random
+import resource
 import shutil
 import statistics
 import sys
 import time
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -52,6 +55,7 @@ from .datasets import LABELS, load_news, load_ood, load_sentiment, write_splits
 
 log = logging.getLogger("experiments.pipeline")
 Rows = list[tuple[str, int]]
+Files = dict[str, Path]
 IN_DOMAIN = "movies"
 
 
@@ -82,22 +86,26 @@ def _task_train(**kw) -> TrainConfig:
 class PipelineConfig:
     out: str = "artifacts"
     seed: int = 42
-    threads: int | None = None
+    threads: int | None = None  # torch threads per process
+    workers: int = 1  # processes training the students, the baseline and the embedder at once
     recipe: Recipe = Recipe()
     # Extra recipes trained beside the default; the dev score decides which one is served.
     candidates: dict[str, Recipe] = field(default_factory=dict)
     # The library's command configs; paths and output folders are filled in per run.
     teacher: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
-        labels=list(LABELS.values()), max_length=64, train=_task_train(epochs=2, lr=1e-4)))
+        labels=list(LABELS.values()), max_length=64, train=_task_train(epochs=1, lr=1e-4)))
     student: TaskDistillConfig = field(default_factory=lambda: TaskDistillConfig(
-        max_length=64, train=_task_train(epochs=3, lr=1e-4)))
+        max_length=64, train=_task_train(epochs=2, lr=1e-4)))
     general: DistillConfig = field(default_factory=lambda: DistillConfig(
         max_length=64, alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=1.0, alpha_pooled_cos=2.0, freeze_embeddings=True,
-        train=TrainConfig(max_steps=300, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
+        train=TrainConfig(max_steps=150, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
                           log_every=10)))
+    # Hidden states layer by layer (each student layer toward the teacher layer it was copied from)
+    # and the pooled sentence embedding; the word embeddings are all-MiniLM-L6-v2's and stay so.
     embedder: DistillConfig = field(default_factory=lambda: DistillConfig(
-        max_length=64, alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=1.0, alpha_pooled_cos=2.0,
-        train=TrainConfig(max_steps=1500, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
+        max_length=64, student_layers=3, alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=1.0, alpha_pooled_cos=2.0,
+        cos_layers=[[1, 1], [2, 3], [3, 6]], freeze_embeddings=True,
+        train=TrainConfig(max_steps=800, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
                           log_every=10)))
     unlabeled: int = 2000  # news sentences for the augmented recipes
     embedder_sentences: int = 60000  # news sentences the embedder distils on
@@ -123,7 +131,7 @@ class Data:
     """Labeled rows per domain: ``train`` (movie reviews only), ``dev`` and ``test`` per domain
     (the in-domain movie reviews first, then the out-of-domain sets), and news text."""
 
-    files: dict[str, Path]  # train/dev TSVs for the training commands, news text files
+    files: Files  # train/dev TSVs for the training commands, news text files
     dev: Mapping[str, Rows]
     test: Mapping[str, Rows]
     news_heldout: list[str]
@@ -186,41 +194,41 @@ def _run_once(command, cfg) -> Path:
     return final
 
 
-def train_teacher(cfg: PipelineConfig, data: Data, work: Path) -> Path:
+def train_teacher(cfg: PipelineConfig, files: Files, work: Path) -> Path:
     """all-MiniLM-L6-v2 fine-tuned on the movie-review train split."""
     return _run_once(run_finetune, replace(
-        cfg.teacher, model=str(fetch("minilm")), train_file=str(data.files["train"]),
+        cfg.teacher, model=str(fetch("minilm")), train_file=str(files["train"]),
         train=_train(cfg.teacher.train, work / "teacher", cfg.seed, cfg.threads)))
 
 
-def general_distillation(cfg: PipelineConfig, data: Data, work: Path, layers: int) -> Path:
+def general_distillation(cfg: PipelineConfig, files: Files, work: Path, layers: int) -> Path:
     """A student generally distilled on news paragraphs toward all-MiniLM-L6-v2 (Recipe.general_distillation)."""
     return _run_once(run_distill, replace(
-        cfg.general, teacher=str(fetch("minilm")), corpus=str(data.files["news_paragraphs"]), student_layers=layers,
+        cfg.general, teacher=str(fetch("minilm")), corpus=str(files["news_paragraphs"]), student_layers=layers,
         train=_train(cfg.general.train, work / f"general_{layers}l", cfg.seed, cfg.threads)))
 
 
-def train_student(cfg: PipelineConfig, data: Data, work: Path, teacher: Path, recipe: Recipe, name: str,
+def train_student(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, recipe: Recipe, name: str,
                   seed: int | None = None) -> Path:
     """Task distillation from the teacher with ``recipe`` (labels only when recipe.alpha is 0)."""
     seed = cfg.seed if seed is None else seed
     minilm = fetch("minilm")
-    start = general_distillation(cfg, data, work, recipe.layers) if recipe.general_distillation else None
+    start = general_distillation(cfg, files, work, recipe.layers) if recipe.general_distillation else None
     return _run_once(run_distill_task, replace(
         cfg.student, teacher=str(teacher), student=str(start) if start else None, student_layers=recipe.layers,
-        train_file=str(data.files["train"]), dev_file=None,
-        unlabeled_file=str(data.files["unlabeled"]) if recipe.augment else None,
+        train_file=str(files["train"]), dev_file=None,
+        unlabeled_file=str(files["unlabeled"]) if recipe.augment else None,
         alpha=recipe.alpha, temperature=recipe.temperature, freeze_embeddings=recipe.freeze_embeddings,
         alpha_embed=recipe.alpha_embed, embed_reference=str(minilm) if recipe.alpha_embed > 0 else None,
         train=_train(cfg.student.train, work / name, seed, cfg.threads)))
 
 
-def train_embedder(cfg: PipelineConfig, data: Data, work: Path) -> Path:
+def train_embedder(cfg: PipelineConfig, files: Files, work: Path) -> Path:
     """A student for sentence embeddings: distilled toward all-MiniLM-L6-v2 on news sentences,
     no task fine-tuning."""
     return _run_once(run_distill, replace(
-        cfg.embedder, teacher=str(fetch("minilm")), corpus=str(data.files["news_sentences"]),
-        student_layers=cfg.recipe.layers, train=_train(cfg.embedder.train, work / "embedder", cfg.seed, cfg.threads)))
+        cfg.embedder, teacher=str(fetch("minilm")), corpus=str(files["news_sentences"]),
+        train=_train(cfg.embedder.train, work / "embedder", cfg.seed, cfg.threads)))
 
 
 # -- measurements -----------------------------------------------------------------------------------
@@ -317,25 +325,33 @@ class Built:
 
 
 def build(cfg: PipelineConfig, data: Data, work: Path, step) -> Built:
-    """Every training stage and the dev-split selection. Reads ``data.dev`` and the training
-    files; never ``data.test``."""
-    teacher = train_teacher(cfg, data, work)
+    """Every training stage and the dev-split selection. The training stages see the training files
+    only, the selection ``data.dev``; nothing here reads ``data.test``. After the teacher, the
+    students, the baseline and the embedder are independent: ``cfg.workers`` processes train them."""
+    teacher = train_teacher(cfg, data.files, work)
     step("teacher")
-    candidates = {"default": train_student(cfg, data, work, teacher, cfg.recipe, "student")}
-    step("student")
-    for name, recipe in cfg.candidates.items():
-        candidates[name] = train_student(cfg, data, work, teacher, recipe, f"student_{name}")
-        step(f"student_{name}")
-    baseline = train_student(cfg, data, work, teacher, replace(cfg.recipe, alpha=0.0), "baseline")
-    step("baseline")
-    choice, dev = select(candidates | {"baseline": baseline}, teacher, data.dev, cfg.student.max_length)
+    jobs = {"default": (train_student, cfg.recipe, "student"),
+            **{n: (train_student, r, f"student_{n}") for n, r in cfg.candidates.items()},
+            "baseline": (train_student, replace(cfg.recipe, alpha=0.0), "baseline"),
+            "embedder": (train_embedder, None, None)}
+
+    def args(fn, recipe, name):
+        return (cfg, data.files, work, teacher, recipe, name) if fn is train_student else (cfg, data.files, work)
+
+    if cfg.workers > 1:
+        with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {k: pool.submit(fn, *args(fn, r, n)) for k, (fn, r, n) in jobs.items()}
+            paths = {k: f.result() for k, f in futures.items()}
+    else:
+        paths = {k: fn(*args(fn, r, n)) for k, (fn, r, n) in jobs.items()}
+    step("students_baseline_embedder")
+    candidates = {k: paths[k] for k in ("default", *cfg.candidates)}
+    choice, dev = select(candidates | {"baseline": paths["baseline"]}, teacher, data.dev, cfg.student.max_length)
     if choice == "baseline":  # the baseline is measured on dev too, but is never the student
         choice = max(candidates, key=lambda n: dev[n]["score"])
     log.info("dev scores %s: chose %s", {k: round(v["score"], 4) for k, v in dev.items()}, choice)
     step("select")
-    embedder = train_embedder(cfg, data, work)
-    step("embedder")
-    return Built(teacher, candidates[choice], baseline, embedder, choice, dev)
+    return Built(teacher, candidates[choice], paths["baseline"], paths["embedder"], choice, dev)
 
 
 def evaluate(cfg: PipelineConfig, built: Built, data: Data, out: Path) -> dict:
@@ -400,6 +416,12 @@ def serve_config(out: Path) -> dict:
                        for n, role, task in entries]}
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished workers: the budget on a machine shared with other jobs."""
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+
 # -- the pipeline -----------------------------------------------------------------------------------
 def run(cfg: PipelineConfig) -> dict:
     out = Path(cfg.out)
@@ -435,7 +457,7 @@ def run(cfg: PipelineConfig) -> dict:
         "data": data.counts,
         **measured,
         "selection": {"on": sorted(data.dev), "dev": built.dev, "choice": built.choice},
-        "timings_s": timings | {"total": round(time.perf_counter() - t_start, 1)},
+        "timings_s": timings | {"total": round(time.perf_counter() - t_start, 1), "cpu": round(cpu_seconds(), 1)},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     log.info("results: %s", json.dumps(results["models"]))
@@ -447,10 +469,11 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="artifacts")
     p.add_argument("--quick", action="store_true", help="a few hundred examples, a few steps per stage (tests)")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--workers", type=int, default=1, help="processes for the independent training stages")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    cfg = PipelineConfig(out=args.out, threads=args.threads)
+    cfg = PipelineConfig(out=args.out, threads=args.threads, workers=args.workers)
     res = run(quick(cfg) if args.quick else cfg)
     print(json.dumps({"models": res["models"], "embeddings": res["embeddings"], "targets": res["targets"],
                       "timings_s": res["timings_s"]}, indent=2, default=str))

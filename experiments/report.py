@@ -12,52 +12,69 @@ import json
 import re
 from pathlib import Path
 
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 NAMES = {"teacher": "Teacher: all-MiniLM-L6-v2 (BERT, 6 layers) fine-tuned",
          "student": "Student: DistilBERT, 3 layers, distilled",
          "baseline": "Baseline: same student, labels only"}
+DOMAINS = {"movies": "movie reviews (in-domain)", "tweets": "tweets", "nyt": "NYT editorials"}
+EMBEDDINGS = {
+    "student_embedder_vs_teacher_embedder": "served student embedder vs served teacher embedder",
+    "teacher_embedder_vs_minilm": "served teacher embedder vs original all-MiniLM-L6-v2",
+    "student_classifier_vs_teacher_classifier": "student classifier vs teacher classifier (one checkpoint for both?)",
+    "teacher_classifier_vs_minilm": "teacher classifier vs original all-MiniLM-L6-v2",
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _cell(r: dict, domain: str) -> str:
+    """Accuracy on one domain (or the out-of-domain mean) and, for a student, its retention."""
+    acc = r["domains"][domain]["accuracy"] if domain != "ood_mean" else r["accuracy_ood_mean"]
+    key = f"retention_{domain}"
+    return f"{100 * acc:.2f}%" + (f" ({_pct(r[key])} of teacher)" if key in r else "")
 
 
 def markdown(res: dict) -> str:
     m = res["models"]
     t = m["teacher"]
+    d = res["data"]
+    machine = res["machine"]
     lines = [
-        f"Measured by `make models` on {res['created']} ({res['machine']['device']}, {res['machine']['cpu']}, "
-        f"{res['machine']['threads']} threads, torch {res['machine']['torch']}); total "
-        f"{res['timings_s']['total'] / 60:.1f} min. Test split: {res['data']['test']} movie-review snippets.",
+        f"Measured by `make models` on {res['created']} ({machine['device']}, {machine['cpu']}, {machine['threads']} "
+        f"threads, torch {machine['torch']}); total {res['timings_s']['total'] / 60:.1f} min. Test splits: "
+        f"{d['test_movies']} movie-review snippets (in-domain), {d['test_tweets']} tweets and {d['test_nyt']} NYT "
+        "editorial snippets (out-of-domain halves, never trained on).",
         "",
-        "| model | parameters | test accuracy | macro F1 | % of teacher accuracy | agreement with teacher "
-        "| CPU latency, batch 1 (ms) | speed-up |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | parameters | movie reviews (in-domain) | tweets | NYT editorials | out-of-domain mean "
+        "| agreement with teacher | CPU latency, batch 1 (ms) | speed-up |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("teacher", "student", "baseline"):
         r = m[name]
-        retention = f"{100 * r['retention']:.1f}%" if "retention" in r else "100%"
-        agree = f"{100 * r['teacher_agreement']:.1f}%" if "teacher_agreement" in r else "–"
+
+        agree = _pct(r["teacher_agreement"]) if "teacher_agreement" in r else "–"
         speed = f"{r['speedup_b1']:.2f}×" if "speedup_b1" in r else "1.00×"
         lines.append(f"| {NAMES[name]} | {r['parameters'] / 1e6:.1f}M ({100 * r['parameters'] / t['parameters']:.0f}%) "
-                     f"| {100 * r['accuracy']:.2f}% | {100 * r['macro_f1']:.2f}% | {retention} | {agree} "
+                     f"| {_cell(r, 'movies')} | {_cell(r, 'tweets')} | {_cell(r, 'nyt')} | {_cell(r, 'ood_mean')} "
+                     f"| {agree} "
                      f"| {r['latency_ms_b1']:.2f} | {speed} |")
+    sel = res["selection"]
+    lines += ["", "Selection on the dev splits only (" + ", ".join(DOMAINS.get(x, x) for x in sel["on"])
+              + "; score = mean of in-domain and out-of-domain retention): "
+              + ", ".join(f"{k} {v['score']:.4f}" for k, v in sel["dev"].items()) + f" → served **{sel['choice']}**."]
     e = res["embeddings"]
     lines += [
         "",
-        f"Sentence embeddings on {e['student_vs_teacher']['n']} held-out news sentences (mean pooling, normalised):",
+        f"Sentence embeddings on {e['student_embedder_vs_teacher_embedder']['n']} held-out news sentences (mean "
+        "pooling, normalised). `/embed` serves the embedders; `/classify` the classifiers (artifacts/serve.json):",
         "",
         "| pair | mean cosine | top-1 neighbour agreement |",
         "|---|---:|---:|",
     ]
-    labels = {"student_vs_teacher": "served student vs served teacher",
-              "student_vs_minilm": "served student vs original all-MiniLM-L6-v2",
-              "teacher_vs_minilm": "served teacher vs original all-MiniLM-L6-v2",
-              "general_student_vs_minilm": "general-distilled student (before task distillation) vs original"}
-    for k, label in labels.items():
+    for k, label in EMBEDDINGS.items():
         if k in e:
-            lines.append(f"| {label} | {e[k]['mean_cosine']:.3f} | {100 * e[k]['top1_agreement']:.1f}% |")
-    kd = res.get("task_distillation_dev", {})
-    if kd:
-        lines += ["", "Task distillation on dev (unlabeled news augmentation measured, the better one kept): "
-                  + ", ".join(f"{k} {100 * v:.2f}%" for k, v in kd.items())
-                  + f" → kept **{res['task_distillation_choice']}**."]
+            lines.append(f"| {label} | {e[k]['mean_cosine']:.3f} | {_pct(e[k]['top1_agreement'])} |")
     tg = res["targets"]
     lines += ["", "Targets: " + ", ".join(f"{k.replace('_', ' ')} {'✅' if v else '❌'}" for k, v in tg.items()) + ".",
               "", "![accuracy vs latency](docs/accuracy_vs_latency.png)"]
@@ -77,7 +94,7 @@ def plot(res: dict, out: Path) -> None:
                    alpha=0.8, label=f"{name} ({r['layers']} layers, {r['parameters'] / 1e6:.1f}M)")
         ax.annotate(name, (r["latency_ms_b1"], 100 * r["accuracy"]), textcoords="offset points", xytext=(8, 6))
     ax.set_xlabel("CPU latency at batch 1 (ms, median)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("in-domain test accuracy (%)")
     ax.set_title("Movie-review sentiment: accuracy vs latency")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -89,11 +106,13 @@ def plot(res: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def write_readme(readme: Path, block: str) -> None:
+def write_readme(readme: Path, block: str, section: str = "results") -> None:
+    """Replace the text between the README's ``<!-- section:start/end -->`` markers with ``block``."""
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     text = readme.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{readme} has no {START} ... {END} markers")
-    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{block}\n{END}", text, flags=re.S)
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} markers")
+    new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{block}\n{end}", text, flags=re.S)
     readme.write_text(new)
 
 

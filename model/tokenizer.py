@@ -26,6 +26,25 @@ class Batch:
     truncated: list[bool]  # whether a row lost tokens to max_length
 
 
+def pad_rows(ids: list[list[int]], pad_id: int, max_length: int, keep_last: int | None = None) -> Batch:
+    """Rows of ids cut to max_length and right-padded into (B, T) ids and attention mask, T the longest
+    row. ``keep_last``: a cut row ends with this id (the tokenizer's [SEP]); None: a plain cut."""
+    rows, truncated = [], []
+    for r in ids:
+        cut = len(r) > max_length
+        if cut:
+            r = r[: max_length - 1] + [keep_last] if keep_last is not None else r[:max_length]
+        rows.append(r)
+        truncated.append(cut)
+    T = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return Batch(input_ids, mask, [len(r) for r in rows], truncated)
+
+
 class Tokenizer:
     def __init__(self, backend: HFTokenizer, lowercase: bool = True) -> None:
         self.backend = backend
@@ -89,21 +108,7 @@ class Tokenizer:
 
     def pad(self, ids: list[list[int]], max_length: int) -> Batch:
         """Truncate each row to max_length (keeping the final [SEP]) and right-pad."""
-        rows, truncated = [], []
-        for r in ids:
-            if len(r) > max_length:
-                r = r[: max_length - 1] + [self.sep_id]
-                truncated.append(True)
-            else:
-                truncated.append(False)
-            rows.append(r)
-        T = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, : len(r)] = 1
-        return Batch(input_ids, mask, [len(r) for r in rows], truncated)
+        return pad_rows(ids, self.pad_id, max_length, keep_last=self.sep_id)
 
     def __call__(self, texts: list[str], max_length: int = 512) -> Batch:
         return self.pad(self.tokenize_ids(texts), max_length)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import model
+from model.tokenizer import pad_rows
 
 
 def read_texts(path: str | Path, column: str = "text") -> list[str]:
@@ -115,11 +116,6 @@ def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
 
 
 def collate(seqs: list[list[int]], pad_id: int, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    seqs = [s[:max_length] for s in seqs]
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, :len(s)] = 1
-    return ids, mask
+    """(ids, attention mask) of sequences cut to max_length and right-padded (model/tokenizer.py's padding)."""
+    batch = pad_rows(seqs, pad_id, max_length)
+    return batch.input_ids, batch.attention_mask

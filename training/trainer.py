@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import random
 import time
 from collections.abc import Callable
@@ -98,6 +99,33 @@ def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
+class CheckpointRefused(RuntimeError):
+    """A checkpoint that cannot be resumed safely: not plain data, or saved under another configuration."""
+
+
+# How a run is carried out, not what it computes: these may change between a run and its resume.
+RESUMABLE_CHANGES = ("resume", "progress", "threads", "device", "log_every", "save_every", "eval_every")
+
+
+def check_same_config(saved: dict, current: dict, path: Path) -> None:
+    """Refuse to resume into a different configuration, naming each differing key."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out |= flat(v, f"{prefix}{k}.")
+            elif not (prefix.endswith("train.") and k in RESUMABLE_CHANGES):
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(saved), flat(current)
+    differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if differ:
+        detail = "; ".join(f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in differ)
+        raise CheckpointRefused(f"{path} was saved with a different configuration ({detail}). Resume with the "
+                                "same configuration, or start in a new out_dir")
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -175,36 +203,50 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.out / "checkpoint.pt"
 
+    def _saved_config(self) -> dict:
+        """The configuration a checkpoint records, as JSON (plain data, compared on resume)."""
+        return json.loads(json.dumps({"train": asdict(self.cfg), "task": self.extra_config}, default=str))
+
     def save_checkpoint(self) -> None:
         if self.rank == 0:
+            version, state, gauss = random.getstate()
             atomic_save({
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "state": asdict(self.state),
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                # Only tensors and plain data, so loading needs no pickle of arbitrary objects.
+                "rng": {"torch": torch.get_rng_state(), "python_version": version,
+                        "python": torch.tensor(state, dtype=torch.int64), "python_gauss": gauss,
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                "config": asdict(self.cfg),
-                "task": self.extra_config,
+                "config": json.dumps(self._saved_config()),
             }, self.checkpoint_path)
             log.info("checkpoint written at step %d: %s", self.state.step, self.checkpoint_path)
         if self.ddp:
             dist.barrier()
 
     def load_checkpoint(self) -> bool:
+        """Resume from checkpoint.pt: tensors and plain data only (``weights_only=True``: a file that
+        carries code is refused, not run), and only into the configuration it was saved with."""
         if not self.checkpoint_path.is_file():
             return False
-        ck = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        try:
+            ck = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CheckpointRefused(f"{self.checkpoint_path}: refused, it holds more than tensors and plain data "
+                                    f"(weights_only load failed: {str(e).splitlines()[0]})") from None
+        check_same_config(json.loads(ck["config"]), self._saved_config(), self.checkpoint_path)
         self.model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
         self.state = TrainState(**ck["state"])
-        torch.set_rng_state(ck["rng"]["torch"].cpu())
-        random.setstate(ck["rng"]["python"])
-        if ck["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+        rng = ck["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        random.setstate((rng["python_version"], tuple(rng["python"].tolist()), rng["python_gauss"]))
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
         log.info("resumed from %s at step %d", self.checkpoint_path, self.state.step)
         return True
 
@@ -314,5 +356,5 @@ def weights_digest(module: nn.Module) -> str:
 
 
 
-__all__ = ["Batch", "Trainer", "TrainConfig", "TrainState", "atomic_save", "distributed", "linear_schedule",
-           "param_groups", "pick_device"]
+__all__ = ["Batch", "CheckpointRefused", "Trainer", "TrainConfig", "TrainState", "atomic_save", "check_same_config",
+           "distributed", "linear_schedule", "param_groups", "pick_device"]

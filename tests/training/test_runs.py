@@ -3,6 +3,7 @@ exports load in our code and in transformers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -21,6 +22,7 @@ from tests.fixtures import WORDS, write_tiny
 from training.__main__ import main as train_main
 from training.config import DistillConfig, load_config
 from training.distill import run_distill
+from training.trainer import CheckpointRefused
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,7 +129,7 @@ def test_kill_and_resume_equals_uninterrupted(assets, tmp_path):
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)  # a crash: no chance to clean up
     proc.wait()
-    killed_at = torch.load(cut / "checkpoint.pt", weights_only=False)["state"]["step"]
+    killed_at = torch.load(cut / "checkpoint.pt", weights_only=True)["state"]["step"]
     assert killed_at < 40, "the run finished before it could be killed"
     assert not (cut / "final").exists()
     subprocess.run([*cmd, *args_cut, "train.resume=true"], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -136,6 +138,64 @@ def test_kill_and_resume_equals_uninterrupted(assets, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert f"resumed from {cut / 'checkpoint.pt'} at step {killed_at}" in (cut / "train.log").read_text()
+
+
+def _checkpointed_run(assets, out: Path) -> tuple[DistillConfig, Path]:
+    cfg = load_config(DistillConfig, None, _distill_args(assets, out, **{"train.max_steps": 4, "train.save_every": 2}))
+    run_distill(cfg)
+    return cfg, out / "checkpoint.pt"
+
+
+def test_resume_refuses_a_checkpoint_that_carries_code(assets, tmp_path):
+    cfg, ck = _checkpointed_run(assets, tmp_path / "run")
+    saved = torch.load(ck, weights_only=True)
+    marker = tmp_path / "payload-ran"
+
+    class Payload:  # what a tampered checkpoint smuggles in: code that runs when unpickled
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    saved["state"]["history"].append(Payload())
+    torch.save(saved, ck)
+    with pytest.raises(CheckpointRefused, match="holds more than tensors and plain data"):
+        run_distill(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=True)))
+    assert not marker.exists()
+
+
+def test_resume_refuses_another_configuration_naming_the_keys(assets, tmp_path):
+    cfg, ck = _checkpointed_run(assets, tmp_path / "run")
+    changed = dataclasses.replace(cfg, alpha_cos=2.0, train=dataclasses.replace(cfg.train, resume=True, lr=1e-4,
+                                                                                threads=1, progress=False))
+    with pytest.raises(CheckpointRefused) as err:
+        run_distill(changed)
+    msg = str(err.value)
+    assert "task.alpha_cos: saved 1.0, now 2.0" in msg and "train.lr: saved 0.003, now 0.0001" in msg
+    assert "task.train.lr: saved 0.003, now 0.0001" in msg
+    assert "threads" not in msg and "progress" not in msg  # how a run is carried out may change
+    # The same configuration (threads and progress aside) resumes from the saved step.
+    same = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=True, threads=1))
+    run_distill(same)
+    assert "resumed from" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_python_and_torch_rng_states_survive_the_plain_data_checkpoint(tmp_path):
+    import random as pyrandom
+
+    from training.trainer import Batch, TrainConfig, Trainer
+
+    m = torch.nn.Linear(2, 1)
+    cfg = TrainConfig(out_dir=str(tmp_path), max_steps=1, progress=False)
+    trainer = Trainer(m, cfg, lambda e: [[0]], lambda i: Batch({"x": torch.ones(1, 2)}, 1),
+                      lambda mod, b, g: (mod(b.tensors["x"]).sum(), {}))
+    pyrandom.seed(7)
+    torch.manual_seed(7)
+    trainer.save_checkpoint()
+    want = (pyrandom.random(), torch.rand(3))
+    pyrandom.seed(0)
+    torch.manual_seed(0)
+    assert trainer.load_checkpoint()
+    got = (pyrandom.random(), torch.rand(3))
+    assert want[0] == got[0] and torch.equal(want[1], got[1])
 
 
 @pytest.mark.slow
