@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import os
 import re
 from pathlib import Path
 
@@ -74,13 +76,24 @@ def write_splits(data: dict[str, list[tuple[str, int]]], out_dir: str | Path) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, rows in data.items():
-        p = out_dir / f"{split}.tsv"
-        with p.open("w", encoding="utf-8", newline="") as f:
-            w = csv.writer(f, delimiter="\t")
-            w.writerow(["text", "label"])
-            w.writerows((t, LABELS[y]) for t, y in rows)
-        paths[split] = p
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf, delimiter="\t")
+        w.writerow(["text", "label"])
+        w.writerows((t, LABELS[y]) for t, y in rows)
+        paths[split] = write_atomic(out_dir / f"{split}.tsv", buf.getvalue())
     return paths
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` unless the file already holds it, through a temporary file and a rename, so a
+    process reading it meanwhile (``make models`` and ``make ablation`` share a work folder) never
+    sees half a file."""
+    if path.is_file() and path.read_bytes() == text.encode("utf-8"):
+        return path
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8", newline="")
+    os.replace(tmp, path)
+    return path
 
 
 _SENT_END = re.compile(r"(?<=[.!?])\s+(?=[\"'A-Z0-9])")

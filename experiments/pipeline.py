@@ -51,7 +51,7 @@ from training.finetune import run_finetune
 from training.trainer import TrainConfig
 
 from .assets import fetch
-from .datasets import LABELS, load_news, load_ood, load_sentiment, write_splits
+from .datasets import LABELS, load_news, load_ood, load_sentiment, write_atomic, write_splits
 
 log = logging.getLogger("experiments.pipeline")
 Rows = list[tuple[str, int]]
@@ -154,10 +154,10 @@ def load_data(cfg: PipelineConfig, work: Path) -> Data:
     sentences = [s for p in news["train"] for s in p.split(". ") if 30 <= len(s) <= 300]
     files = {"train": splits["train"], "dev": splits["dev"], "unlabeled": work / "news_unlabeled.txt",
              "news_sentences": work / "news_sentences.txt", "news_paragraphs": work / "news_train.txt"}
-    files["unlabeled"].write_text("\n".join(rng.sample(sentences, min(cfg.unlabeled, len(sentences)))) + "\n")
-    files["news_sentences"].write_text(
-        "\n".join(rng.sample(sentences, min(cfg.embedder_sentences, len(sentences)))) + "\n")
-    files["news_paragraphs"].write_text("\n".join(news["train"]) + "\n")
+    write_atomic(files["unlabeled"], "\n".join(rng.sample(sentences, min(cfg.unlabeled, len(sentences)))) + "\n")
+    write_atomic(files["news_sentences"],
+                 "\n".join(rng.sample(sentences, min(cfg.embedder_sentences, len(sentences)))) + "\n")
+    write_atomic(files["news_paragraphs"], "\n".join(news["train"]) + "\n")
     dev = {IN_DOMAIN: sentiment["dev"], **{d: h["dev"] for d, h in ood.items()}}
     test = {IN_DOMAIN: sentiment["test"], **{d: h["test"] for d, h in ood.items()}}
     counts = {"train": len(sentiment["train"]), **{f"dev_{d}": len(v) for d, v in dev.items()},
