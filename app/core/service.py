@@ -84,8 +84,9 @@ class Service:
             for spec in s.models:
                 t0 = time.perf_counter()
                 self.backends[spec.name] = compute.call(backends.load, spec, s)
-                log.info("loaded model %s (%s) from %s in %.2fs", spec.name, spec.role, spec.path,
-                         time.perf_counter() - t0)
+                info = self.backends[spec.name].info()
+                log.info("loaded model %s (%s) from %s: backend %s, precision %s, in %.2fs", spec.name, spec.role,
+                         spec.path, info.get("backend"), info.get("precision"), time.perf_counter() - t0)
             self.engine = Engine(s, self.backends, self.metrics, compute)
             self._advance(Status.LOADING, Status.WARMING)
             if s.warmup:
