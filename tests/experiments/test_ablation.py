@@ -1,0 +1,55 @@
+"""The ablation's summary: mean ± std over seeds, differences from the plain recipe called noise when
+they are within the seed std, the default chosen on dev scores only."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from experiments.ablation import PLAIN, ROWS, SEEDS, Row, _key, markdown, summarize
+
+
+def _run(row: Row, seed: int, dev_movies: float, dev_ood: float, test_movies: float, test_ood: float) -> dict:
+    def split(m, o):
+        return {"retention_movies": m, "retention_ood_mean": o, "accuracy_movies": 0.8 * m,
+                "accuracy_ood_mean": 0.7 * o, "score": (m + o) / 2}
+
+    return {"row": row.name, "seed": seed, "seconds": 60.0, "dev": split(dev_movies, dev_ood),
+            "test": split(test_movies, test_ood)}
+
+
+def test_rows_cover_the_issue_and_seed_the_default_and_baseline_three_times():
+    recipes = [r.recipe for r in ROWS]
+    assert ROWS[0].recipe == PLAIN and ROWS[0].seeds == SEEDS and len(SEEDS) == 3
+    baseline = next(r for r in ROWS if r.recipe.alpha == 0.0)
+    assert baseline.seeds == SEEDS
+    for change in ({"general_distillation": True}, {"augment": True}, {"freeze_embeddings": True},
+                   {"alpha_embed": 1.0}, {"temperature": 1.0}, {"temperature": 4.0}, {"alpha": 0.9}, {"layers": 4}):
+        assert replace(PLAIN, **change) in recipes, change
+
+
+def test_summary_calls_a_difference_within_the_seed_std_noise():
+    plain, small, big = ROWS[0], Row("small change", replace(PLAIN, temperature=4.0)), \
+        Row("big change", replace(PLAIN, alpha=0.9))
+    runs = {}
+    for seed, (dm, do) in zip(SEEDS, [(0.96, 0.95), (0.98, 0.97), (0.97, 0.96)], strict=True):
+        runs[_key(plain, seed)] = _run(plain, seed, dm, do, dm, do)
+    runs[_key(small, 42)] = _run(small, 42, 0.975, 0.965, 0.975, 0.965)  # +0.005: within std 0.01
+    runs[_key(big, 42)] = _run(big, 42, 0.93, 0.99, 0.93, 0.99)  # -0.04 / +0.03: beyond it
+    rows = summarize(runs, (plain, small, big))
+    p, s, b = rows
+    assert p["dev"]["retention_movies"]["mean"] == pytest.approx(0.97)
+    assert p["dev"]["retention_movies"]["std"] == pytest.approx(0.01)
+    assert s["dev"]["retention_movies"]["within_noise"] and s["dev"]["retention_ood_mean"]["within_noise"]
+    assert not b["dev"]["retention_movies"]["within_noise"]
+    assert b["dev"]["retention_movies"]["vs_plain"] == pytest.approx(-0.04)
+    res = {"created": "now", "machine": {"cpu": "cpu", "threads": 1, "torch": "2"}, "minutes": 1.0,
+           "cpu_minutes": 2.0, "config": {"epochs": 1, "train": 3000, "eval_cap": 800, "teacher_epochs": 1,
+                                          "lr": 1e-4, "max_length": 64},
+           "data": {"train": 3000}, "teacher": {"dev": {"movies": 0.8}, "test": {"movies": 0.8}},
+           "rows": rows, "best": "big change"}
+    text = markdown(res)
+    assert "| small change | 1 | 97.5% (+0.5, noise)" in text
+    assert "| big change | 1 | 93.0% (-4.0) | 99.0% (+3.0)" in text
+    assert "97.0% ± 1.0" in text and "**big change**" in text
