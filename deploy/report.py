@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import textwrap
 from pathlib import Path
 
 from bench.report import markers
@@ -19,7 +20,8 @@ def line(r: dict) -> str:
     s = r["sigterm"]
     return (f"`{r['command']}` on {r['date']} ({r['machine']}, {r['engine']}): the CPU image is "
             f"**{r['size_bytes'] / 1e9:.2f} GB** (target ≤ {r['size_target_bytes'] / 1e9:.1f} GB); cold start to "
-            f"`/ready` **{r['cold_start_seconds']:.1f} s** serving {', '.join(r['cold_start_models'])}; SIGTERM with "
+            f"`/ready` **{r['cold_start_seconds']:.1f} s** serving {', '.join(r['cold_start_models'])} (the same "
+            f"models on the host, started right after: {r['host_cold_start_seconds']:.1f} s); SIGTERM with "
             f"{s['in_flight']} requests in flight: {s['answered_200']}/{s['in_flight']} answered, exit code "
             f"{s['exit_code']} after {s['drain_seconds']:.1f} s (grace {s['grace_seconds']:.0f} s); compose `api` "
             f"ready through its published port in {r['compose_ready_seconds']:.1f} s. Results: `{r['path']}`.")
@@ -39,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=Path("deploy/results/image.json"))
     p.add_argument("--readme", type=Path, default=Path("README.md"))
     args = p.parse_args(argv)
-    text = line({**json.loads(args.results.read_text()), "path": args.results.as_posix()})
+    text = textwrap.fill(line({**json.loads(args.results.read_text()), "path": args.results.as_posix()}), width=115,
+                         break_on_hyphens=False, break_long_words=False)
     write(args.readme, text)
     print(text)
 

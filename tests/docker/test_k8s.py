@@ -1,6 +1,7 @@
 """Kubernetes manifests (deploy/k8s): every rendered kustomization against the Kubernetes OpenAPI
-schemas offline, probes and scrape paths against the app's real routes, the graceful-shutdown budget
-against the service's own settings, and the autoscaling metric's PromQL against a real Prometheus."""
+schemas offline (the ServiceMonitor against the Prometheus Operator's CRD), probes and scrape paths
+against the app's real routes, the graceful-shutdown budget against the service's own settings, and
+the autoscaling metric's PromQL against a real Prometheus."""
 
 from __future__ import annotations
 
@@ -18,9 +19,27 @@ from .support import POD_LABELS, ROOT
 
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.32.0"  # the schemas the manifests are checked against (kubernetes-validate's copy)
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # no OpenAPI schema offline: checked below by hand
 KUSTOMIZATIONS = sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
 SERVICE_OVERLAYS = [K8S / "cpu", K8S / "gpu"]
+
+
+def crd_model(api_version: str, kind: str):
+    """The Prometheus Operator's resources, as models generated from its CRDs (cloudcoil, v0.80)."""
+    if api_version == "monitoring.coreos.com/v1":
+        from cloudcoil.models.prometheus_operator import v1
+
+        return getattr(v1, kind)
+    return None
+
+
+def dropped(doc, kept, path: str = "") -> list[str]:
+    """Keys of ``doc`` that validation did not keep: names the CRD's schema does not have."""
+    if isinstance(doc, dict):
+        return [f for k, v in doc.items()
+                for f in ([f"{path}.{k}"] if k not in kept else dropped(v, kept[k], f"{path}.{k}"))]
+    if isinstance(doc, list):
+        return [f for i, (d, k) in enumerate(zip(doc, kept, strict=True)) for f in dropped(d, k, f"{path}[{i}]")]
+    return []
 
 
 def one(docs: list[dict], kind: str) -> dict:
@@ -58,9 +77,12 @@ def test_rendered_manifests_validate_against_kubernetes_schemas(folder):
     docs = render(folder)
     assert docs
     for doc in docs:
-        if (doc["apiVersion"], doc["kind"]) in CRDS:
-            continue
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)  # raises with the offending field
+        crd = crd_model(doc["apiVersion"], doc["kind"])
+        if crd is None:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)  # raises with the offending field
+        else:
+            kept = crd.model_validate(doc).model_dump(mode="json", by_alias=True, exclude_unset=True)
+            assert not dropped(doc, kept), dropped(doc, kept)
 
 
 @pytest.mark.parametrize("folder", SERVICE_OVERLAYS, ids=lambda p: p.name)
@@ -118,21 +140,25 @@ def test_gpu_overlay_asks_for_one_gpu_and_cpu_overlay_for_none():
 
 
 def test_distillation_job_resumes_from_its_checkpoint_volume():
+    from training.__main__ import COMMANDS
+    from training.config import load_config
+
     docs = render(K8S / "distill")
     job = one(docs, "Job")
     pod = job["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    args = dict(a.split("=", 1) for a in c["args"])
-    assert c["command"][:1] == ["torchrun"] and c["command"][-2:] == ["training", "distill"]
-    assert args["train.resume"] == "true"
+    assert c["command"][:1] == ["torchrun"] and c["command"][-3:] == ["-m", "training", "distill"]
+    # The arguments are options of the training command, parsed as it parses them (unknown ones raise).
+    cfg = load_config(COMMANDS["distill"][0], None, c["args"])
+    assert cfg.train.resume is True
     nproc = int(next(a for a in c["command"] if a.startswith("--nproc_per_node=")).split("=")[1])
     assert c["resources"]["limits"]["nvidia.com/gpu"] == nproc
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-    out_volume = next(v for path, v in mounts.items() if args["train.out_dir"].startswith(path + "/"))
+    out_volume = next(v for path, v in mounts.items() if cfg.train.out_dir.startswith(path + "/"))
     claim = next(v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if v["name"] == out_volume)
     assert claim in {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
-    # The paper's effective batch: GPUs x per-GPU batch x accumulation ~ 4,096 sequences per step.
-    assert nproc * int(args["train.batch_size"]) * int(args["train.grad_accum"]) == 4096
+    # The paper's effective batch: GPUs x per-GPU batch x accumulation = 4,096 sequences per step.
+    assert nproc * cfg.train.batch_size * cfg.train.grad_accum == 4096
 
 
 def adapter_rules() -> list[dict]:
