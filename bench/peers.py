@@ -89,9 +89,13 @@ def prepare_infinity(folder: Path, work: Path, venv: Path) -> dict[str, Path]:
     out = {"fp32": work / "onnx-fp32"}
     if not (out["fp32"] / "model.onnx").is_file():
         print(f"[peers] optimum export of {folder} -> {out['fp32']}", file=sys.stderr)
+        # --optimize O2: ONNX Runtime's fusions without GELU approximation, what infinity's own
+        # optimisation step asks for (level 99, no approximations) — that step fails under optimum 2.1
+        # (OptimizationConfig lost its optimize_with_onnxruntime_only argument) and would leave
+        # infinity on the unfused graph; the engines then run with --onnx-disable-optimize.
         _run_logged([cli, "export", "onnx", "-m", str(folder), "--task", "feature-extraction",
-                     "--library-name", "transformers", str(out["fp32"])], work / "optimum-export.log",
-                    env_vars=_peer_env(work / "hf"))
+                     "--library-name", "transformers", "--optimize", "O2", str(out["fp32"])],
+                    work / "optimum-export.log", env_vars=_peer_env(work / "hf"))
     for q in ("avx2", "avx512_vnni"):
         out[q] = work / f"onnx-int8-{q}"
         if not (out[q] / "model_quantized.onnx").is_file():
@@ -125,7 +129,7 @@ def launch(engine: Engine, folder: Path, port: int, work: Path, venv: Path,
             # optimum matches bare file names: only a model id of "." (run from inside the folder) loads.
             assert onnx_dirs is not None
             cwd = onnx_dirs[engine.quantization or "fp32"]
-            cmd += ["--engine", "optimum", "--model-id", "."]
+            cmd += ["--engine", "optimum", "--model-id", ".", "--onnx-disable-optimize"]
             if engine.precision == "fp32":
                 cmd += ["--onnx-do-not-prefer-quantized"]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env_vars, stdout=log, stderr=subprocess.STDOUT)
@@ -271,13 +275,13 @@ def race(args: argparse.Namespace) -> dict:
                     proc, url = procs[e.name]
                     level = Level(MODEL_NAME, ENDPOINT, f"short x{lv.inputs}", "closed", concurrency=lv.concurrency,
                                   requests=100_000, duration_s=args.block_s, warmup_requests=max(5, lv.concurrency))
-                    busy0, ours0 = _busy_seconds(), _tree_seconds(pids)
+                    busy0, ours0, t0 = _busy_seconds(), _tree_seconds(pids), time.perf_counter()
                     s = asyncio.run(run_level(url, level, reqs, seed=args.seed + r, client="lean",
                                               server_pid=proc.pid))
-                    busy1, ours1 = _busy_seconds(), _tree_seconds(pids)
+                    busy1, ours1, wall = _busy_seconds(), _tree_seconds(pids), time.perf_counter() - t0
                     d = asdict(s)
                     # Cores other processes (other users of the machine) used during the block.
-                    d["foreign_cores"] = max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / max(s.elapsed_s, 1e-9))
+                    d["foreign_cores"] = max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / wall)
                     d["round"] = r
                     blocks.setdefault((e.name, lv.key), []).append(d)
                     print(f"[peers] round {r + 1}/{args.rounds} {lv.key:<11} {e.name:<34} "
