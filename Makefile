@@ -94,7 +94,8 @@ models: install assets
 # The recipe ablation (docs/ablation.md + .json; at most 60 minutes on a 2-core CPU). Reuses the
 # make models teacher in $(ARTIFACTS)/work when it was trained with the same configuration.
 ablation: install assets
-	$(PY) -m experiments.ablation --out $(ARTIFACTS)/ablation --work $(ARTIFACTS)/work --workers 3 --threads 1
+	$(PY) -m experiments.ablation --out $(ARTIFACTS)/ablation --work $(ARTIFACTS)/work --workers 3 --threads 1 \
+	  --readme README.md
 
 $(ARTIFACTS)/results.json:
 	$(MAKE) models
