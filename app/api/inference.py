@@ -4,8 +4,8 @@ and ``infer``, the steps from texts to results with the request's record kept up
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -25,7 +25,32 @@ ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 4
 
 class InferenceRoute(APIRoute):
     """Marks an inference route: refused while draining, counted in the request metrics by
-    model (the middleware finds these routes by this class, not by a list of paths)."""
+    model (the middleware finds these routes by this class, not by a list of paths).
+
+    Its handler parses the body the middleware has already read rather than reading it again
+    through ``receive`` (Starlette's stream generator was a tenth of the event loop's time)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_read(request: Request) -> Response:
+            record = RequestRecord.of(request)
+            if record is not None and record.body is not None:
+                request = _ReadRequest(request.scope, request.receive, record.body)
+            return await handle(request)
+
+        return handle_read
+
+
+class _ReadRequest(Request):
+    """A request whose body is already in memory."""
+
+    def __init__(self, scope, receive, body: bytes) -> None:
+        super().__init__(scope, receive)
+        self._read = body
+
+    async def body(self) -> bytes:
+        return self._read
 
 
 def inference_router(tag: str) -> APIRouter:

@@ -89,6 +89,7 @@ class RequestContext:
                 return
             if body is None:  # the client left while sending
                 return
+            record.body = body
             await self.app(scope, _replay(body, receive), send_with_headers)
         except ClientDisconnected:
             status = 499  # nginx's code for "client closed request"

@@ -23,6 +23,7 @@ class RequestRecord:
     tokens: int | None = None
     timings: Timings | None = None
     error_type: str | None = None
+    body: bytes | None = None  # as the middleware read it (bounded), for the route to parse
     live_latency: bool = True  # counts towards /info's latency (not /compare, which spans two models)
 
     @staticmethod
