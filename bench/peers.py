@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,22 +87,25 @@ def prepare_infinity(folder: Path, work: Path, venv: Path) -> dict[str, Path]:
     fp32 with ``--library-name transformers`` (infinity pools itself: ``--pooling-method mean``), and its
     dynamic int8 quantizations."""
     cli = str(venv / "bin" / "optimum-cli")
-    out = {"fp32": work / "onnx-fp32"}
-    if not (out["fp32"] / "model.onnx").is_file():
-        print(f"[peers] optimum export of {folder} -> {out['fp32']}", file=sys.stderr)
-        # --optimize O2: ONNX Runtime's fusions without GELU approximation, what infinity's own
-        # optimisation step asks for (level 99, no approximations) — that step fails under optimum 2.1
-        # (OptimizationConfig lost its optimize_with_onnxruntime_only argument) and would leave
-        # infinity on the unfused graph; the engines then run with --onnx-disable-optimize.
-        _run_logged([cli, "export", "onnx", "-m", str(folder), "--task", "feature-extraction",
-                     "--library-name", "transformers", "--optimize", "O2", str(out["fp32"])],
-                    work / "optimum-export.log", env_vars=_peer_env(work / "hf"))
+    env_vars = _peer_env(work / "hf")
+    out = {"plain": work / "onnx-plain", "fp32": work / "onnx-fp32"}
+    # fp32 twice: plain (what optimum's quantizer takes: on the fused graph it fails to infer the fused
+    # ops' types) and --optimize O2, ONNX Runtime's fusions without GELU approximation — what infinity's own
+    # optimisation step asks for (level 99, no approximations). That step fails under optimum 2.1
+    # (OptimizationConfig lost its optimize_with_onnxruntime_only argument) and would leave infinity on the
+    # unfused graph, so the engines run with --onnx-disable-optimize on these files.
+    for key, extra in (("plain", []), ("fp32", ["--optimize", "O2"])):
+        if not (out[key] / "model.onnx").is_file():
+            print(f"[peers] optimum export ({key}) of {folder} -> {out[key]}", file=sys.stderr)
+            _run_logged([cli, "export", "onnx", "-m", str(folder), "--task", "feature-extraction",
+                         "--library-name", "transformers", *extra, str(out[key])],
+                        work / f"optimum-export-{key}.log", env_vars=env_vars)
     for q in ("avx2", "avx512_vnni"):
         out[q] = work / f"onnx-int8-{q}"
         if not (out[q] / "model_quantized.onnx").is_file():
             print(f"[peers] optimum dynamic int8 ({q}) -> {out[q]}", file=sys.stderr)
-            _run_logged([cli, "onnxruntime", "quantize", "--onnx_model", str(out["fp32"]), f"--{q}", "-o",
-                         str(out[q])], work / f"optimum-quantize-{q}.log", env_vars=_peer_env(work / "hf"))
+            _run_logged([cli, "onnxruntime", "quantize", "--onnx_model", str(out["plain"]), f"--{q}", "-o",
+                         str(out[q])], work / f"optimum-quantize-{q}.log", env_vars=env_vars)
     return out
 
 
@@ -241,8 +245,14 @@ def _requests(level: RaceLevel, singles: list[tuple[list[str], int]]) -> list[tu
 
 
 def race(args: argparse.Namespace) -> dict:
-    folder, work, venv = Path(args.model).resolve(), Path(args.work).resolve(), Path(args.venv)
+    work, venv = Path(args.work).resolve(), Path(args.venv)
     work.mkdir(parents=True, exist_ok=True)
+    # Every engine serves one copy of the folder, so exports and caches land here, not in the asset cache.
+    folder = work / "model"
+    if not (folder / ".copied").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(Path(args.model), folder, ignore=shutil.ignore_patterns("onnx", ".complete"))
+        (folder / ".copied").write_text(str(Path(args.model).resolve()) + "\n")
     engines = [e for e in ENGINES if not args.engines or e.name in args.engines]
     onnx_dirs = prepare_infinity(folder, work, venv) if any(e.server == "infinity" for e in engines) else None
 
@@ -274,7 +284,7 @@ def race(args: argparse.Namespace) -> dict:
                 for e in order:
                     proc, url = procs[e.name]
                     level = Level(MODEL_NAME, ENDPOINT, f"short x{lv.inputs}", "closed", concurrency=lv.concurrency,
-                                  requests=100_000, duration_s=args.block_s, warmup_requests=max(5, lv.concurrency))
+                                  requests=100_000, duration_s=args.block_s, warmup_requests=5)
                     busy0, ours0, t0 = _busy_seconds(), _tree_seconds(pids), time.perf_counter()
                     s = asyncio.run(run_level(url, level, reqs, seed=args.seed + r, client="lean",
                                               server_pid=proc.pid))
