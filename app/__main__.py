@@ -11,6 +11,7 @@ import argparse
 import atexit
 import logging
 import logging.handlers
+import os
 import queue
 import signal
 import sys
@@ -19,7 +20,7 @@ import orjson
 import uvicorn
 
 from .main import create_app
-from .settings import load_settings
+from .settings import Settings, load_settings
 
 
 class JsonFormatter(logging.Formatter):
@@ -48,7 +49,7 @@ class HandOff(logging.handlers.QueueHandler):
         return record
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str) -> logging.handlers.QueueListener:
     """Lines are formatted and written by a listener thread: a write to stderr took 0.14 ms on
     the README's machine, on the event loop once per request."""
     records: queue.SimpleQueue = queue.SimpleQueue()
@@ -62,16 +63,26 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [to_queue]
     root.setLevel(level.upper())
+    return listener
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, telling the service it is draining the moment SIGTERM arrives."""
+    """uvicorn's server, telling the service it is draining the moment SIGTERM arrives; a second
+    SIGTERM ends the process at once with exit code 1 (an operator who means it)."""
 
-    def __init__(self, config: uvicorn.Config, on_exit) -> None:
+    def __init__(self, config: uvicorn.Config, on_exit, before_hard_exit=None) -> None:
         super().__init__(config)
         self._on_exit = on_exit
+        self._before_hard_exit = before_hard_exit
+        self._terminating = False
 
     def handle_exit(self, sig, frame) -> None:
+        if sig == signal.SIGTERM and self._terminating:
+            logging.getLogger("app").warning("second SIGTERM: exiting now, the drain cut short")
+            if self._before_hard_exit:
+                self._before_hard_exit()
+            os._exit(1)
+        self._terminating = self._terminating or sig == signal.SIGTERM
         self._on_exit()
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after shutdown; a completed SIGTERM drain is a
@@ -90,13 +101,26 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("device", args.device)) if v}
     settings = load_settings(args.config, **overrides)
-    configure_logging(settings.log_level)
+    listener = configure_logging(settings.log_level)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-        timeout_graceful_shutdown=int(settings.graceful_timeout_s), lifespan="on",
+    service = app.state.service
+    Server(uvicorn_config(app, settings), service.drain, listener.stop).run()
+    if not service.idle:
+        # A load or forward the bounded shutdown did not wait for is still inside torch: the
+        # interpreter's exit would abort in it ("terminate called without an active exception").
+        listener.stop()
+        os._exit(0)
+
+
+def uvicorn_config(app, settings: Settings) -> uvicorn.Config:
+    """uvicorn with the settings' connection limits. The graceful timeout as given (a float;
+    uvicorn waits that long for requests, the lifespan then has what is left of the same budget)."""
+    return uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=settings.graceful_timeout_s,  # type: ignore[arg-type]
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
     )
-    Server(config, app.state.service.drain).run()
 
 
 if __name__ == "__main__":

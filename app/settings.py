@@ -92,17 +92,35 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(default=1.0, ge=0)
     max_padding_ratio: float = Field(default=1.2, ge=1.0)
     max_queue_size: int = Field(default=1024, ge=1, description="queued inputs per model before 429")
+    max_queue_tokens: int = Field(default=131_072, ge=1, description="queued real tokens per model before 429")
+    tokenize_workers: int = Field(default=2, ge=1, description="tokenizer threads per model")
 
     # Client limits.
     max_client_batch_size: int = Field(default=64, ge=1)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     request_timeout_s: float = Field(default=30.0, gt=0)
 
+    # Connections (uvicorn's limits, plus the body deadline the app enforces).
+    body_timeout_s: float = Field(default=15.0, gt=0, description="a request body must arrive within this")
+    limit_concurrency: int | None = Field(default=256, ge=1, description="connections before 503")
+    keep_alive_s: float = Field(default=5.0, gt=0, description="idle keep-alive connections closed after this")
+
     api_key: str | None = None
     auth_open_metrics: bool = True  # /health, /ready, /metrics stay open when an api_key is set
+    expose_docs: bool | None = None  # /docs, /redoc, /openapi.json; None: open unless an api_key is set
 
     warmup: bool = True
-    graceful_timeout_s: float = Field(default=30.0, ge=0)
+    graceful_timeout_s: float = Field(default=30.0, ge=0, description="the whole shutdown, drain included")
+    watchdog_forward_s: float = Field(default=60.0, gt=0, description="a forward running longer: /health 503")
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, v: str | None) -> str | None:
+        # A key read from a file or a secret often ends in a newline no client sends.
+        if v is not None and not v.strip():
+            raise ValueError("api_key (DISTIL_API_KEY) is set but empty, which would turn authentication off "
+                             "without saying so: unset it to serve without a key, or set a key")
+        return v.strip() if v is not None else None
 
     @field_validator("device")
     @classmethod

@@ -37,16 +37,19 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def check_api_key(request: Request, settings: Settings) -> None:
-    """Bearer token check, active only when an api_key is configured."""
+def check_authorization(header: str, settings: Settings) -> None:
+    """Bearer token check of an Authorization header's value, active only with an api_key."""
     if not settings.api_key:
         return
-    header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     if not secrets.compare_digest(token.strip().encode(), settings.api_key.encode()):
         raise Unauthorized("invalid API key")
+
+
+def check_api_key(request: Request, settings: Settings) -> None:
+    check_authorization(request.headers.get("authorization", ""), settings)
 
 
 async def require_api_key(request: Request) -> None:

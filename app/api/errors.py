@@ -18,6 +18,11 @@ from ..core import errors as core
 from .deps import Unauthorized
 from .record import RequestRecord
 
+
+class SlowBody(core.ServiceError):
+    """The request body did not arrive within ``body_timeout_s`` (an HTTP-layer concern)."""
+
+
 log = logging.getLogger("app.errors")
 
 # Most specific first: the first class the exception is an instance of wins.
@@ -27,6 +32,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (core.UnknownModel, 404, "not_found"),
     (core.Unsupported, 400, "unsupported"),
     (Unauthorized, 401, "unauthorized"),
+    (SlowBody, 408, "timeout"),
     (core.Overloaded, 429, "overloaded"),
     (core.Unavailable, 503, "overloaded"),
     (core.LoadFailed, 503, "internal"),
@@ -65,17 +71,25 @@ def render(status: int, error_type: str, message: str, headers: dict[str, str] |
 
 def render_exception(exc: core.ServiceError, record: RequestRecord | None = None) -> Response:
     status, error_type = status_of(exc)
-    return render(status, error_type, str(exc), headers_of(exc), record)
+    message = str(exc)
+    if status >= 500 and record is not None and status != 503:  # the id finds the log lines
+        message = f"{message} (request id {record.request_id})"
+    return render(status, error_type, message, headers_of(exc), record)
+
+
+MAX_DESCRIBED = 5  # validation errors spelled out; the rest are counted
 
 
 def _describe(errors: list[dict]) -> str:
     parts = []
-    for e in errors[:5]:
+    for e in errors[:MAX_DESCRIBED]:
         loc = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body",))
         msg = e.get("msg", "invalid")
         if e.get("type") == "json_invalid":
             msg = "request body is not valid JSON"
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        parts.append(f"{loc[:100]}: {msg[:300]}" if loc else msg[:300])
+    if len(errors) > MAX_DESCRIBED:
+        parts.append(f"and {len(errors) - MAX_DESCRIBED} more errors")
     return "; ".join(parts)
 
 

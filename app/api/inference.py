@@ -64,13 +64,20 @@ def json_response(body: dict) -> Response:
 
 
 async def infer(request: Request, service: Service, backend: Backend, texts: list[str], truncate: bool,
-                spec: OutputSpec) -> Result:
+                spec: OutputSpec, deadline: float | None = None, watch: bool = True) -> Result:
+    """Tokenize, queue, wait: all under one deadline (a new one unless given), and, with
+    ``watch``, given up as soon as the client disconnects (tokenization included)."""
     record = RequestRecord.of(request)
     assert record is not None
     record.model, record.role, record.inputs = backend.name, backend.role, len(texts)
-    prep = await service.prepare(backend, texts, truncate)
-    record.tokens = prep.tokens
-    result = await until_disconnect(request, service.run(prep, spec))
+    deadline = service.deadline() if deadline is None else deadline
+
+    async def steps() -> Result:
+        prep = await service.prepare(backend, texts, truncate, deadline)
+        record.tokens = prep.tokens
+        return await service.run(prep, spec, deadline)
+
+    result = await (until_disconnect(request, steps()) if watch else steps())
     record.timings = result.timings
     return result
 

@@ -8,6 +8,7 @@ client-disconnect signal from the routes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -20,7 +21,8 @@ from fastapi.routing import iter_route_contexts
 from ..core.errors import ClientDisconnected, ServiceError, TooManyInputs, Unavailable
 from ..core.metrics import ModelMetrics
 from ..core.service import Service, Status
-from .errors import render_exception
+from .deps import check_authorization
+from .errors import SlowBody, render_exception
 from .inference import InferenceRoute
 from .record import SCOPE_KEY, RequestRecord
 
@@ -53,12 +55,14 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        rid, length = "", None
+        rid, length, authorization = "", None, b""
         for k, v in scope["headers"]:
             if k == b"x-request-id":
                 rid = v.decode("latin-1")[:128]
             elif k == b"content-length":
                 length = v
+            elif k == b"authorization":
+                authorization = v
         record = RequestRecord(rid or uuid.UUID(int=self._rng.getrandbits(128), version=4).hex, start,
                                inference=scope["path"] in self.inference_paths)
         scope[SCOPE_KEY] = record
@@ -81,13 +85,20 @@ class RequestContext:
 
         try:
             try:
-                if record.inference and self.service.status == Status.DRAINING:
-                    raise Unavailable("the service is shutting down; retry on another replica")
+                if record.inference:
+                    # The key before the body: an unauthenticated client costs no buffering or parsing.
+                    check_authorization(authorization.decode("latin-1"), self.service.settings)
+                    if self.service.status == Status.DRAINING:
+                        raise Unavailable("the service is shutting down; retry on another replica")
                 body = await self._read_body(scope, receive, length)
             except ServiceError as e:
-                await render_exception(e, record)(scope, receive, send_with_headers)
+                response = render_exception(e, record)
+                if isinstance(e, SlowBody):  # the rest of its body may still come: do not read on
+                    response.headers["connection"] = "close"
+                await response(scope, receive, send_with_headers)
                 return
-            if body is None:  # the client left while sending
+            if body is None:  # the client left while sending: not a server error
+                status, record.error_type = 499, "cancelled"
                 return
             record.body = body
             await self.app(scope, _replay(body, receive), send_with_headers)
@@ -98,16 +109,23 @@ class RequestContext:
             self._finish(scope, record, status, time.perf_counter() - start)
 
     async def _read_body(self, scope, receive, length: bytes | None) -> bytes | None:
-        """The whole body, at most ``max_body_bytes`` (chunked uploads too), read here so the
-        limit holds before any parsing; b"" for methods without one."""
-        limit = self.service.settings.max_body_bytes
+        """The whole body, at most ``max_body_bytes`` (chunked uploads too) within
+        ``body_timeout_s``, read here so both limits hold before any parsing; b"" for methods
+        without one, None if the client went away."""
+        settings = self.service.settings
+        limit = settings.max_body_bytes
         if length is not None and length.isdigit() and int(length) > limit:
             raise TooManyInputs(f"request body of {int(length)} bytes exceeds the {limit}-byte limit")
         if scope["method"] not in BODY_METHODS:
             return b""
         chunks, size = [], 0
+        deadline = asyncio.get_running_loop().time() + settings.body_timeout_s
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise SlowBody(f"the request body did not arrive within {settings.body_timeout_s:g} s") from None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")

@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..core.errors import Unsupported
 
 Inputs = str | list[str]
+TOKEN_IDS_UNSUPPORTED = ("token-id input is not supported (ids of OpenAI's tokenizer do not map onto WordPiece); "
+                         "send strings")
+
+
+def _json_type(x: object) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "an object",
+            type(None): "null"}.get(type(x), type(x).__name__)
+
+
+def precheck(data: Any, field: str, known: frozenset[str] | None = None, token_ids: bool = False) -> Any:
+    """Cheap checks on the parsed JSON before pydantic validates it element by element: a 2 MB
+    list of integers would otherwise cost one error object per element, seconds on the event loop.
+    Unknown fields (``known``), the element types of ``field`` and lone surrogates (which no
+    tokenizer can encode) each end in one error. ``token_ids``: a list of numbers or of lists
+    is token-id input, refused as unsupported."""
+    if not isinstance(data, dict):
+        return data
+    if known is not None and (unknown := [k for k in data if k not in known]):
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise ValueError(f"unknown field{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(repr(k[:40]) for k in unknown[:5])}{more}; allowed: {sorted(known)}")
+    value = data.get(field)
+    single = isinstance(value, str)
+    if not single and not isinstance(value, list):
+        return data
+    for i, t in enumerate([value] if single else value):
+        where = field if single else f"{field}[{i}]"
+        if not isinstance(t, str):
+            if token_ids and isinstance(t, int | list) and not isinstance(t, bool):
+                raise Unsupported(TOKEN_IDS_UNSUPPORTED)
+            raise ValueError(f"{where} must be a string, not {_json_type(t)}")
+        if not t.isascii():
+            try:
+                t.encode()
+            except UnicodeEncodeError as e:
+                raise ValueError(f"{where} is not valid Unicode: an unpaired surrogate at character {e.start}"
+                                 ) from None
+    return data
 
 
 def _check_inputs(v: Inputs) -> list[str]:
@@ -25,6 +65,11 @@ class _WithInputs(BaseModel):
     inputs: Inputs = Field(description="A string or a list of strings")
     truncate: bool = Field(default=True, description="Cut inputs longer than the model's max length; "
                            "if false such inputs are a 422")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _precheck(cls, data: Any) -> Any:
+        return precheck(data, "inputs", frozenset(cls.model_fields))
 
     @field_validator("inputs")
     @classmethod
@@ -75,7 +120,8 @@ class CompareRequest(_WithInputs):
 
 class ModelOutputs(BaseModel):
     model: str
-    latency_ms: float = Field(description="This model's part of the request, tokenization to results")
+    latency_ms: float = Field(description="This model's own work: tokenization plus its forward passes "
+                              "(the two models run at once, sharing the compute thread)")
     tokenization_ms: float
     queue_ms: float = Field(description="Longest wait of an input for its batch")
     inference_ms: float = Field(description="Longest forward pass an input was part of")
@@ -102,6 +148,11 @@ class OpenAIEmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _precheck(cls, data: Any) -> Any:
+        return precheck(data, "input", token_ids=True)
 
 
 class OpenAIEmbedding(BaseModel):

@@ -21,6 +21,26 @@ from model.pooling import pool
 
 from ..settings import ModelSpec
 
+# Characters tokenized at first per id a text may keep (English WordPiece averages 4-5), with a
+# floor; and the most characters one id can stand for (a word of up to 100, and a separator).
+CHARS_PER_TOKEN, CUT_MIN_CHARS, MAX_CHARS_PER_TOKEN = 6, 2048, 101
+
+
+def _prefix(text: str, n: int) -> str:
+    """The first ``n`` characters, cut back to the last space in their second half."""
+    if len(text) <= n:
+        return text
+    space = text.rfind(" ", n // 2, n)
+    return text[: space if space > 0 else n]
+
+
+def check_vocabulary(name: str, tokenizer_size: int, embedding_rows: int) -> None:
+    """A tokenizer id past the embedding table fails every batch holding it (on CUDA it can
+    poison the context): refuse such a checkpoint at load."""
+    if tokenizer_size > embedding_rows:
+        raise ValueError(f"model {name!r}: the tokenizer has {tokenizer_size} tokens but the embedding table "
+                         f"(vocab_size) only {embedding_rows} rows; tokenizer and weights do not belong together")
+
 
 @dataclass(frozen=True)
 class OutputSpec:
@@ -64,7 +84,29 @@ class Backend(ABC):
 
     @abstractmethod
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Ids with [CLS]/[SEP], untruncated (the engine cuts to ``max_length``)."""
+        """Ids with [CLS]/[SEP], untruncated (see ``tokenize_bounded``)."""
+
+    def tokenize_bounded(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Ids of each text, never tokenizing more of it than ``max_length`` needs.
+
+        A long text is cut to a prefix first (at a space, so no word is split) that still gives
+        more than ``max_length`` ids, so over-length stays visible; a prefix that gives fewer is
+        grown 4x at a time. Cost is bounded by the ids kept, not the text: a 2 MB string took 4.4 s
+        whole and takes milliseconds here. Returns the ids and, per text, whether they are
+        exact (the whole text was tokenized). The search stops at ``MAX_CHARS_PER_TOKEN`` chars
+        per id, the most WordPiece can spend on one (a word over 100 chars is a single [UNK])."""
+        cut = max(CUT_MIN_CHARS, CHARS_PER_TOKEN * self.max_length)
+        ids = self.tokenize([_prefix(t, cut) for t in texts])
+        exact = [len(t) <= cut for t in texts]
+        cap = MAX_CHARS_PER_TOKEN * (self.max_length + 1)
+        while cut < cap:
+            todo = [i for i, t in enumerate(texts) if not exact[i] and len(ids[i]) <= self.max_length]
+            if not todo:
+                break
+            cut = min(cut * 4, cap)
+            for i, row in zip(todo, self.tokenize([_prefix(texts[i], cut) for i in todo]), strict=True):
+                ids[i], exact[i] = row, len(texts[i]) <= cut
+        return ids, exact
 
     @abstractmethod
     def forward(self, ids: list[list[int]], specs: list[OutputSpec]) -> list[list[float]]:

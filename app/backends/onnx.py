@@ -13,7 +13,7 @@ import model
 from model.export import export, session
 
 from ..settings import ModelSpec
-from .base import Backend, OutputSpec, postprocess
+from .base import Backend, OutputSpec, check_vocabulary, postprocess
 from .torch import TorchBackend
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -40,6 +40,7 @@ class OnnxBackend(Backend):
         options = {"device_id": device.index or 0} if device.type == "cuda" else None
         self.session = session(self.export, threads, provider, options)
         self.tokenizer = model.Tokenizer.from_dir(self.path)
+        check_vocabulary(spec.name, self.tokenizer.vocab_size, cfg.vocab_size)
         self.default_pooling = model.read_pooling(self.path)
         self.hidden_size = cfg.hidden_size
         self.max_length = min(spec.max_length or cfg.max_position_embeddings, cfg.max_position_embeddings)

@@ -9,22 +9,7 @@ import torch
 import model
 
 from ..settings import ModelSpec
-from .base import Backend, OutputSpec, postprocess
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return dev
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
+from .base import Backend, OutputSpec, check_vocabulary, postprocess
 
 
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
@@ -62,6 +47,7 @@ class TorchBackend(Backend):
         self.tokenizer = model.Tokenizer.from_dir(self.path)
         self.default_pooling = model.read_pooling(self.path)
         cfg = self.module.config
+        check_vocabulary(spec.name, self.tokenizer.vocab_size, cfg.vocab_size)
         self.config = cfg
         self.family = cfg.family
         self.task = self.module.task

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -25,17 +26,29 @@ class ComputeThread:
     def __init__(self, threads: int | None = None) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, args=(threads,), name="torch-compute", daemon=True)
+        self.busy_since: float | None = None  # time.monotonic() when the running job started (the watchdog's)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued behind the running one."""
+        return self._jobs.qsize()
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the compute thread; block until it returns (or raises)."""
         if threading.current_thread() is self._thread:  # already here: no hand-off
             return fn(*args)
+        if not self._thread.is_alive():  # nobody would ever take the job
+            raise RuntimeError("the compute thread has stopped")
         fut: Future = Future()
         self._jobs.put((fn, args, fut))
         return fut.result()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float | None = 30.0) -> None:
         self._jobs.put(None)
         self._thread.join(timeout)
 
@@ -51,7 +64,10 @@ class ComputeThread:
             fn, args, fut = job
             if not fut.set_running_or_notify_cancel():
                 continue
+            self.busy_since = time.monotonic()
             try:
                 fut.set_result(fn(*args))
             except BaseException as e:  # handed to the caller, never kills the thread
                 fut.set_exception(e)
+            finally:
+                self.busy_since = None

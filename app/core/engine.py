@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ..backends import Backend, OutputSpec
 from ..settings import Settings
 from .compute import ComputeThread
-from .errors import DeadlineExceeded, InferenceFailed, Overloaded
+from .errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 from .metrics import Metrics, ModelMetrics
 
 log = logging.getLogger("app.engine")
@@ -69,41 +69,97 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name=f"batcher-{backend.name}", daemon=True)
         self._rate = 0.0  # inputs/s, smoothed, for Retry-After
         self._expected = 0  # inputs being tokenized: the only ones worth waiting for
+        self._tokens = 0  # real tokens of the queued inputs (max_queue_tokens)
+        self._closed = False  # abort_queued() ran: nothing new is taken
 
     # -- event-loop side -------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop taking windows; inputs still queued are failed (503), not run."""
         with self._cv:
             self._stop = True
             self._cv.notify_all()
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
-    def expect(self, n: int) -> None:
-        """n inputs are being tokenized for this model and will be submitted soon (or -n: won't)."""
+    @property
+    def alive(self) -> bool:
+        """False once the worker thread has ended, stopped or crashed (the watchdog's)."""
+        return self._thread.is_alive() or self._thread.ident is None
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._tokens
+
+    @property
+    def pending(self) -> int:
+        """Inputs reserved for tokenization and not yet submitted."""
+        return self._expected
+
+    def _full(self, n: int) -> Overloaded:
+        self.m.dropped("queue_full").inc(n)
+        return Overloaded(
+            f"model {self.backend.name!r} queue is full ({len(self._queue)} inputs and {self._tokens} tokens "
+            f"waiting, {self._expected} inputs being tokenized; limits {self.s.max_queue_size} inputs, "
+            f"{self.s.max_queue_tokens} tokens); retry later",
+            retry_after=retry_after_seconds(len(self._queue), self._rate))
+
+    def reserve(self, n: int) -> None:
+        """n inputs are about to be tokenized for this model and submitted soon; refused (429)
+        if they would not fit the queue beside those already queued or being tokenized."""
         with self._cv:
-            self._expected = max(0, self._expected + n)
+            if self._stop or self._closed:
+                raise Unavailable("the service is shutting down; retry on another replica")
+            if len(self._queue) + self._expected + n > self.s.max_queue_size:
+                raise self._full(n)
+            self._expected += n
+
+    def release(self, n: int) -> None:
+        """n reserved inputs will not be submitted after all."""
+        with self._cv:
+            self._expected = max(0, self._expected - n)
 
     def submit(self, ids: list[list[int]], spec: OutputSpec, deadline: float) -> list[Item]:
-        """Queue a request's inputs at once, or refuse them all (429): never half a request."""
+        """Queue a request's inputs at once, or refuse them all (429): never half a request.
+        Limits: ``max_queue_size`` inputs and ``max_queue_tokens`` real tokens (a request alone
+        in the queue is taken whatever its tokens, else the largest could never run)."""
         loop = asyncio.get_running_loop()
+        tokens = sum(min(len(x), self.backend.max_length) for x in ids)
         with self._cv:
             self._expected = max(0, self._expected - len(ids))
-            if self._stop:
-                raise Overloaded("the service is shutting down", retry_after=1)
-            if len(self._queue) + len(ids) > self.s.max_queue_size:
-                self.m.dropped("queue_full").inc(len(ids))
-                raise Overloaded(
-                    f"model {self.backend.name!r} queue is full ({len(self._queue)} inputs waiting, "
-                    f"limit {self.s.max_queue_size}); retry later",
-                    retry_after=retry_after_seconds(len(self._queue), self._rate),
-                )
+            if self._stop or self._closed:
+                raise Unavailable("the service is shutting down; retry on another replica")
+            if (len(self._queue) + len(ids) > self.s.max_queue_size
+                    or (self._queue and self._tokens + tokens > self.s.max_queue_tokens)):
+                raise self._full(len(ids))
             items = [Item(i, spec, deadline, loop.create_future(), loop) for i in ids]
             self._queue.extend(items)
+            self._tokens += tokens
             self.m.queue_depth.set(len(self._queue))
             self._cv.notify()
         return items
+
+    def abort_queued(self) -> int:
+        """Fail every queued input with 503, and refuse new ones (the drain's time is nearly up):
+        their clients get an answer rather than a cancelled connection. Returns how many."""
+        with self._cv:
+            self._closed = True
+            items = list(self._queue)
+            self._queue.clear()
+            self._tokens = 0
+            self.m.queue_depth.set(0)
+        for it in items:
+            self._fail(it, Unavailable("the service is shutting down before this input's turn; "
+                                       "retry on another replica"))
+        if items:
+            self.m.dropped("shutdown").inc(len(items))
+        return len(items)
 
     # -- worker side -------------------------------------------------------------------
     def _take_window(self) -> list[Item]:
@@ -133,6 +189,7 @@ class Batcher:
                 if window and (len(window) + 1) * longest > s.max_batch_tokens:
                     break
                 window.append(self._queue.popleft())
+                self._tokens -= nxt
                 tokens_longest = longest
             self.m.queue_depth.set(len(self._queue))
             return window
@@ -157,9 +214,13 @@ class Batcher:
     def _run(self) -> None:
         while True:
             window = self._take_window()
-            if not window:
-                if self._stop:
+            if self._stop:
+                for it in window:
+                    self._fail(it, Unavailable("the service is shutting down; retry on another replica"))
+                if not self._queue:
                     return
+                continue
+            if not window:
                 continue
             now = time.monotonic()
             live = []
@@ -182,9 +243,16 @@ class Batcher:
         try:
             out = self.compute.call(self.backend.forward, [it.ids for it in group], [it.spec for it in group])
         except Exception as e:  # a broken batch fails its own requests, never the worker
+            if len(group) > 1:
+                # One bad input must not fail the others batched with it: each again, alone.
+                log.warning("forward of %d inputs failed for model %s (%s: %s); retrying them one by one",
+                            len(group), self.backend.name, type(e).__name__, e)
+                for it in group:
+                    if not it.cancelled:
+                        self._forward([it])
+                return
             log.exception("forward failed for model %s", self.backend.name)
-            for it in group:
-                self._fail(it, InferenceFailed(f"inference failed: {type(e).__name__}"))
+            self._fail(group[0], InferenceFailed(f"inference failed for this input: {type(e).__name__}"))
             return
         elapsed = time.perf_counter() - start
         lengths = [min(len(it.ids), self.backend.max_length) for it in group]
@@ -199,6 +267,11 @@ class Batcher:
         # One wake-up of each event loop per forward, not one per input.
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for it, values in zip(group, out, strict=True):
+            if not math.isfinite(sum(values)):  # NaN or inf anywhere in the row (JSON would say null)
+                log.error("model %s produced a non-finite output for an input of %d tokens",
+                          self.backend.name, len(it.ids))
+                self._fail(it, InferenceFailed("the model's output for this input is not finite (NaN or inf)"))
+                continue
             by_loop.setdefault(it.loop, []).append((it.future, Output(values, it.queue_s, elapsed)))
         for loop, results in by_loop.items():
             loop.call_soon_threadsafe(_set_results, results)
@@ -237,9 +310,12 @@ class Engine:
         for b in self.batchers.values():
             b.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = 30.0) -> None:
         for b in self.batchers.values():
-            b.stop()
+            b.stop(timeout)
+
+    def abort_queued(self) -> int:
+        return sum(b.abort_queued() for b in self.batchers.values())
 
     def record_latency(self, name: str, seconds: float) -> None:
         self.recent[name].append((time.monotonic(), seconds))

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -16,7 +18,7 @@ from ..backends import Backend, OutputSpec
 from ..settings import Settings
 from .compute import ComputeThread
 from .engine import Engine
-from .errors import InvalidInput, TooManyInputs, Unavailable, UnknownModel, Unsupported
+from .errors import DeadlineExceeded, InvalidInput, TooManyInputs, Unavailable, UnknownModel, Unsupported
 from .metrics import Metrics
 
 log = logging.getLogger("app.service")
@@ -24,6 +26,10 @@ log = logging.getLogger("app.service")
 # Below this many characters a request is tokenized on the event loop: handing it to a thread
 # costs more event-loop time (executor, future, wake-up) than the tokenizer takes for it.
 INLINE_TOKENIZE_CHARS = 2048
+
+# Queued inputs are failed with 503 once this share of graceful_timeout_s has passed in a drain,
+# so their clients get an answer before the server cancels whatever is still running.
+DRAIN_ABORT_SHARE = 0.8
 
 
 class Status(StrEnum):
@@ -69,6 +75,10 @@ class Service:
         self.compute: ComputeThread | None = None
         self.status = Status.LOADING
         self.failure: str | None = None
+        self.loaded = threading.Event()  # load() has returned, however it ended
+        self.drain_deadline: float | None = None  # time.monotonic() by which the shutdown must be over
+        self._stopping = False  # shutdown() began: stopped threads are expected, not a fault
+        self._tokenizers: dict[str, ThreadPoolExecutor] = {}
 
     @property
     def ready(self) -> bool:
@@ -80,17 +90,25 @@ class Service:
         try:
             if before_load:
                 before_load()
+            if self._draining("before loading"):
+                return
             self.compute = compute = ComputeThread(s.threads)
             for spec in s.models:
+                if self._draining(f"before loading model {spec.name}"):
+                    return
                 t0 = time.perf_counter()
                 self.backends[spec.name] = compute.call(backends.load, spec, s)
                 info = self.backends[spec.name].info()
                 log.info("loaded model %s (%s) from %s: backend %s, precision %s, in %.2fs", spec.name, spec.role,
                          spec.path, info.get("backend"), info.get("precision"), time.perf_counter() - t0)
+            self._tokenizers = {name: ThreadPoolExecutor(s.tokenize_workers, thread_name_prefix=f"tokenize-{name}")
+                                for name in self.backends}
             self.engine = Engine(s, self.backends, self.metrics, compute)
             self._advance(Status.LOADING, Status.WARMING)
             if s.warmup:
                 for b in self.backends.values():
+                    if self._draining(f"before warming model {b.name}"):
+                        return
                     t0 = time.perf_counter()
                     compute.call(b.warmup, s.max_batch_size)
                     log.info("warmed model %s in %.2fs", b.name, time.perf_counter() - t0)
@@ -100,22 +118,76 @@ class Service:
             log.exception("model loading failed")
             self.failure = f"{type(e).__name__}: {e}"
             self.status = Status.FAILED
+        finally:
+            self.loaded.set()
+
+    def _draining(self, where: str) -> bool:
+        """A drain began while loading: stop here rather than load what will never serve."""
+        if self.status == Status.DRAINING:
+            log.info("shutting down %s: the rest of the load is skipped", where)
+            return True
+        return False
 
     def _advance(self, expected: Status, to: Status) -> None:
         if self.status == expected:  # a drain that began meanwhile stays a drain
             self.status = to
 
     def drain(self) -> None:
-        """Stop accepting new work (SIGTERM, shutdown); a failed service stays failed."""
+        """Stop accepting new work (SIGTERM, shutdown); a failed service stays failed. The first
+        call starts the clock of ``graceful_timeout_s``, which bounds the whole shutdown."""
         if self.status != Status.FAILED:
             self.status = Status.DRAINING
+        if self.drain_deadline is None:
+            grace = self.settings.graceful_timeout_s
+            self.drain_deadline = time.monotonic() + grace
+            timer = threading.Timer(grace * DRAIN_ABORT_SHARE, self._abort_queued)
+            timer.daemon = True
+            timer.start()
+
+    def _abort_queued(self) -> None:
+        if self.engine is not None and (n := self.engine.abort_queued()):
+            log.warning("drain time nearly up: %d queued inputs answered 503", n)
+
+    def drain_left(self) -> float:
+        """Seconds left of the drain's budget (the whole budget before a drain began)."""
+        if self.drain_deadline is None:
+            return self.settings.graceful_timeout_s
+        return max(0.0, self.drain_deadline - time.monotonic())
 
     def shutdown(self) -> None:
+        """Stop the workers within what is left of the drain's budget; threads still busy after it
+        are daemons and end with the process."""
         self.drain()
+        self._stopping = True
+        for pool in self._tokenizers.values():
+            pool.shutdown(wait=False, cancel_futures=True)
         if self.engine:
-            self.engine.stop()
+            self.engine.stop(timeout=self.drain_left())
         if self.compute:
-            self.compute.stop()
+            self.compute.stop(timeout=self.drain_left())
+
+    @property
+    def idle(self) -> bool:
+        """No thread of ours is still working: the load has returned and the compute thread ended."""
+        return self.loaded.is_set() and (self.compute is None or not self.compute.alive)
+
+    def unhealthy(self) -> str | None:
+        """Why the process should be restarted, in a word or two; None while it is healthy. A
+        dead worker thread or a forward that hangs past ``watchdog_forward_s`` (a stuck device)
+        would otherwise leave every request waiting while /health said ok."""
+        if self.status == Status.FAILED:
+            return "model loading failed"
+        if self._stopping:
+            return None
+        if self.compute is not None and not self.compute.alive:
+            return "compute thread stopped"
+        if self.engine is not None and not all(b.alive for b in self.engine.batchers.values()):
+            return "batcher thread stopped"
+        busy = self.compute.busy_since if self.compute is not None else None
+        if (busy is not None and self.status in (Status.READY, Status.DRAINING)
+                and time.monotonic() - busy > self.settings.watchdog_forward_s):
+            return "forward hung"
+        return None
 
     # -- request steps ----------------------------------------------------------------
     def backend(self, name: str | None) -> Backend:
@@ -152,42 +224,74 @@ class Service:
             raise Unsupported(f"model {backend.name!r} has no classification head ({backend.task}); "
                               "use /embed, or a model with a classifier")
 
-    async def prepare(self, backend: Backend, texts: list[str], truncate: bool) -> Prepared:
+    def deadline(self) -> float:
+        """A new request's deadline (time.monotonic())."""
+        return time.monotonic() + self.settings.request_timeout_s
+
+    async def prepare(self, backend: Backend, texts: list[str], truncate: bool, deadline: float) -> Prepared:
+        """Tokenize (on the model's own bounded executor, within the deadline) and apply the
+        length rules: with ``truncate`` each input is cut to ``max_length`` ids, else an input
+        over it is a 422. No input ever holds more ids than that past this point."""
         s = self.settings
         if len(texts) > s.max_client_batch_size:
             raise TooManyInputs(f"{len(texts)} inputs in one request; the limit is {s.max_client_batch_size}")
         assert self.engine is not None
         t0 = time.perf_counter()
         batcher = self.engine.batchers[backend.name]
-        batcher.expect(len(texts))
+        batcher.reserve(len(texts))  # 429 here if the queue could not take them anyway
         try:
             if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
-                ids = backend.tokenize(texts)
+                ids, exact = backend.tokenize_bounded(texts)
             else:
-                ids = await asyncio.to_thread(backend.tokenize, texts)
+                job = self._tokenizers[backend.name].submit(backend.tokenize_bounded, texts)
+                try:  # a cancelled wait (client gone) also takes a job that has not started off the queue
+                    async with asyncio.timeout_at(_loop_time(deadline)):
+                        ids, exact = await asyncio.wrap_future(job)
+                except TimeoutError:
+                    job.cancel()
+                    raise DeadlineExceeded(f"tokenization did not finish within the {s.request_timeout_s:g} s "
+                                           "request deadline") from None
+            ids = _cut(backend, ids, exact, truncate)
         except BaseException:
-            batcher.expect(-len(texts))
+            batcher.release(len(texts))
             raise
         tok_s = time.perf_counter() - t0
         self.engine.metrics[backend.name].tokenization.observe(tok_s)
-        if not truncate:
-            too_long = [(i, len(x)) for i, x in enumerate(ids) if len(x) > backend.max_length]
-            if too_long:
-                batcher.expect(-len(texts))
-                i, n = too_long[0]
-                raise InvalidInput(f"inputs[{i}] has {n} tokens, over model {backend.name!r}'s max length "
-                                   f"{backend.max_length}; shorten it or send truncate=true")
-        tokens = sum(min(len(x), backend.max_length) for x in ids)
-        return Prepared(backend, ids, tokens, tok_s)
+        return Prepared(backend, ids, sum(len(x) for x in ids), tok_s)
 
-    async def run(self, prep: Prepared, spec: OutputSpec) -> Result:
+    async def run(self, prep: Prepared, spec: OutputSpec, deadline: float) -> Result:
         assert self.engine is not None
         name = prep.backend.name
+        left = deadline - time.monotonic()
+        if left <= 0:
+            self.engine.batchers[name].release(len(prep.ids))
+            raise DeadlineExceeded(f"no result within the {self.settings.request_timeout_s:g} s request deadline")
         gauge = self.engine.metrics[name].in_flight
         gauge.inc()
         try:
-            outs = await self.engine.run(name, prep.ids, spec, self.settings.request_timeout_s)
+            outs = await self.engine.run(name, prep.ids, spec, left)
         finally:
             gauge.dec()
         timings = Timings(prep.tokenization_s, max(o.queue_s for o in outs), max(o.inference_s for o in outs))
         return Result([o.values for o in outs], prep.tokens, timings)
+
+
+def _loop_time(deadline: float) -> float:
+    """A time.monotonic() deadline on the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())
+
+
+def _cut(backend: Backend, ids: list[list[int]], exact: list[bool], truncate: bool) -> list[list[int]]:
+    """Each input at most ``max_length`` ids (the last kept: [SEP]); over-length a 422 unless truncating."""
+    n = backend.max_length
+    for i, row in enumerate(ids):
+        if len(row) <= n and exact[i]:
+            continue
+        if not truncate:
+            size = f"has {len(row)} tokens" if exact[i] else "is longer"
+            raise InvalidInput(f"inputs[{i}] {size}, over model {backend.name!r}'s max length {n}; "
+                               "shorten it or send truncate=true")
+        if len(row) > n:
+            ids[i] = row[: n - 1] + row[-1:]
+    return ids

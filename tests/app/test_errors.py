@@ -167,6 +167,7 @@ def test_failed_load_is_reported(tmp_path):
         for _ in range(100):
             if c.get("/health").status_code == 503:
                 break
-        check_error(c.get("/health"), 503, "internal", "not a directory")
+        check_error(c.get("/health"), 503, "internal", "loading failed")
+        assert "not a directory" in c.get("/info").json()["failure"]  # the detail, behind the key if one is set
         check_error(c.get("/ready"), 503, "overloaded")
         check_error(c.post("/embed", json={"inputs": "x"}), 503, "overloaded", "not ready")

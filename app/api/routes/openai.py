@@ -11,7 +11,7 @@ from ...backends import OutputSpec
 from ...core.errors import InvalidInput, Unsupported
 from ..deps import ServiceDep
 from ..inference import infer, inference_router, json_response
-from ..schemas import OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
+from ..schemas import TOKEN_IDS_UNSUPPORTED, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
 
 router = inference_router("openai")
 
@@ -21,8 +21,7 @@ def _texts(inp: str | list) -> list[str]:
     if not texts:
         raise InvalidInput("input must not be empty")
     if not all(isinstance(x, str) for x in texts):
-        raise Unsupported("token-id input is not supported (ids of OpenAI's tokenizer do not map onto "
-                          "WordPiece); send strings")
+        raise Unsupported(TOKEN_IDS_UNSUPPORTED)
     for i, t in enumerate(texts):
         if not t.strip():
             raise InvalidInput(f"input[{i}] is empty or whitespace only")

@@ -7,18 +7,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ... import __version__
 from ...core.errors import LoadFailed, Unavailable
-from ...core.service import Status
 from ..deps import Authorized, AuthorizedUnlessOpen, ServiceDep
 from ..inference import json_response
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", summary="Liveness: the process serves HTTP (503 only if loading failed)",
+@router.get("/health", summary="Liveness: 503 if loading failed, a worker thread died or a forward hangs",
             dependencies=[AuthorizedUnlessOpen])
 async def health(service: ServiceDep) -> Response:
-    if service.status == Status.FAILED:
-        raise LoadFailed(f"model loading failed: {service.failure}")
+    # A short word only: the details (paths, checkpoint keys) are in the log and in /info.
+    if (problem := service.unhealthy()) is not None:
+        raise LoadFailed(f"unhealthy: {problem}")
     return json_response({"status": "ok"})
 
 
@@ -27,8 +27,7 @@ async def health(service: ServiceDep) -> Response:
 async def ready(service: ServiceDep) -> Response:
     if service.ready:
         return json_response({"status": "ready"})
-    detail = service.failure if service.status == Status.FAILED else service.status
-    raise Unavailable(f"not ready: {detail}")
+    raise Unavailable(f"not ready: {service.status}")
 
 
 @router.get("/metrics", summary="Prometheus metrics", dependencies=[AuthorizedUnlessOpen])
@@ -48,6 +47,8 @@ async def info(service: ServiceDep) -> Response:
     return json_response({
         "version": __version__,
         "status": service.status,
+        "failure": service.failure,
+        "unhealthy": service.unhealthy(),
         "default_model": s.default_name,
         "models": models,
         "batching": {
