@@ -6,8 +6,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from app.backends.torch import TorchBackend, resolve_device, resolve_dtype
+from app.backends.torch import TorchBackend
 from app.settings import ModelSpec
+from model.device import resolve_device, resolve_dtype
 
 
 def load_backend(spec: ModelSpec, device: str) -> TorchBackend:

@@ -10,6 +10,7 @@ Hugging Face checkpoints. Pure PyTorch: nothing here imports web or training cod
 from .bert import BertForMaskedLM, BertForSequenceClassification, BertModel
 from .checkpoint import CLASSES, CheckpointError, load, name_table, read_pooling, save
 from .config import BertConfig, DistilBertConfig, EncoderConfig, config_from_hf_dict
+from .device import resolve_device, resolve_dtype
 from .distilbert import DistilBertForMaskedLM, DistilBertForSequenceClassification, DistilBertModel
 from .encoder import Encoder, EncoderForMaskedLM
 from .pooling import cls_pool, mean_pool, pool
@@ -38,5 +39,7 @@ __all__ = [
     "name_table",
     "pool",
     "read_pooling",
+    "resolve_device",
+    "resolve_dtype",
     "save",
 ]

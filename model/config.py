@@ -7,7 +7,7 @@ Hugging Face ``config.json`` so checkpoints move in both directions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -65,9 +65,6 @@ class EncoderConfig:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return type(self)(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     # -- Hugging Face config.json -------------------------------------------------
     @classmethod

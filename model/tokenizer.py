@@ -113,9 +113,6 @@ class Tokenizer:
     def __call__(self, texts: list[str], max_length: int = 512) -> Batch:
         return self.pad(self.tokenize_ids(texts), max_length)
 
-    def decode(self, ids: list[int]) -> str:
-        return self.backend.decode(ids)
-
     def save(self, path: str | Path) -> None:
         """tokenizer.json + vocab.txt + tokenizer_config.json, loadable by AutoTokenizer."""
         path = Path(path)

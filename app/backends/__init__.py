@@ -11,7 +11,9 @@ __all__ = ["Backend", "OutputSpec", "load", "postprocess"]
 def load(spec: ModelSpec, settings: Settings) -> Backend:
     """The backend a model entry asks for, on the configured device, at the precision settings
     chose for it (call on the compute thread)."""
-    from .torch import TorchBackend, resolve_device
+    from model.device import resolve_device
+
+    from .torch import TorchBackend
 
     device = resolve_device(settings.device)
     precision = settings.precision_of(spec, device.type)

@@ -11,7 +11,6 @@ import model
 from ..settings import ModelSpec
 from .base import Backend, OutputSpec, check_vocabulary, postprocess
 
-
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
 
 
