@@ -95,7 +95,7 @@ class PipelineConfig:
     teacher: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
         labels=list(LABELS.values()), max_length=64, train=_task_train(epochs=1, lr=1e-4)))
     student: TaskDistillConfig = field(default_factory=lambda: TaskDistillConfig(
-        max_length=64, train=_task_train(epochs=2, lr=1e-4)))
+        max_length=64, train=_task_train(epochs=1, lr=1e-4)))
     general: DistillConfig = field(default_factory=lambda: DistillConfig(
         max_length=64, alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=1.0, alpha_pooled_cos=2.0, freeze_embeddings=True,
         train=TrainConfig(max_steps=150, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
@@ -105,7 +105,7 @@ class PipelineConfig:
     embedder: DistillConfig = field(default_factory=lambda: DistillConfig(
         max_length=64, student_layers=3, alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=1.0, alpha_pooled_cos=2.0,
         cos_layers=[[1, 1], [2, 3], [3, 6]], freeze_embeddings=True,
-        train=TrainConfig(max_steps=400, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
+        train=TrainConfig(max_steps=250, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
                           log_every=10)))
     unlabeled: int = 2000  # news sentences for the augmented recipes
     embedder_sentences: int = 60000  # news sentences the embedder distils on
