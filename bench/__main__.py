@@ -48,13 +48,13 @@ def start_server(models_dir: Path, port: int, extra_env: dict | None = None) -> 
     return proc
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 600) -> None:
+def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 600, path: str = "/ready") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise SystemExit(f"the service exited with code {proc.returncode} before it was ready")
         try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -151,21 +151,9 @@ def _check_ours(url: str, engine: Engine) -> None:
 
 
 def _wait(url: str, proc: subprocess.Popen, engine: Engine) -> None:
+    wait_ready(url, proc, path="/ready" if engine.server == "ours" else "/health")  # infinity: /health only
     if engine.server == "ours":
-        wait_ready(url, proc)
         _check_ours(url, engine)
-        return
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # infinity: /health answers once the model is loaded
-        if proc.poll() is not None:
-            raise SystemExit(f"{engine.name} exited with code {proc.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{engine.name} not ready after 600 s")
 
 
 def stop(proc: subprocess.Popen) -> None:
