@@ -233,7 +233,7 @@ def _requests(level: RaceLevel, singles: list[tuple[list[str], int]]) -> list[tu
 
 
 def race(args: argparse.Namespace) -> dict:
-    work, venv = Path(args.work).resolve(), Path(args.venv)
+    work, venv = Path(args.work).resolve(), Path(args.venv).resolve()
     work.mkdir(parents=True, exist_ok=True)
     # Every engine serves one copy of the folder, so exports and caches land here, not in the asset cache.
     folder = work / "model"
