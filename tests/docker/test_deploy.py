@@ -82,6 +82,12 @@ def test_compose_parses_and_references_existing_files():
             src = vol.split(":")[0]
             if src.startswith("./"):
                 assert (ROOT / src).exists(), f"{name}: {src} does not exist"
+    # docker stop waits this long before SIGKILL: longer than the service's own drain.
+    from app.settings import Settings
+
+    for name in ("api", "api-gpu"):
+        grace = services[name]["stop_grace_period"]
+        assert grace.endswith("s") and float(grace[:-1]) > Settings.model_fields["graceful_timeout_s"].default, name
     assert services["prometheus"]["depends_on"]["api"]["condition"] == "service_healthy"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
     prov = ROOT / "docker" / "grafana" / "provisioning"

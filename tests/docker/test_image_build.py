@@ -1,0 +1,31 @@
+"""deploy.image's pieces that run without a container engine: what a podman build is given of the
+host's pip configuration."""
+
+from __future__ import annotations
+
+import sys
+
+from deploy.image import host_paths, pip_mounts, pip_settings
+
+
+def test_host_paths_mount_whole_indexes_once(tmp_path):
+    (tmp_path / "pypi" / "simple").mkdir(parents=True)
+    (tmp_path / "pypi" / "files").mkdir()
+    (tmp_path / "wheels" / "sub").mkdir(parents=True)
+    (tmp_path / "ca.pem").write_text("cert")
+    settings = {"extra-index-url": f"file://{tmp_path}/pypi/simple https://example.org/simple",
+                "find-links": f"{tmp_path}/wheels {tmp_path}/wheels/sub {tmp_path}/missing",
+                "cert": str(tmp_path / "ca.pem"), "timeout": "60"}
+    # A simple index's pages link to ../../files: its parent is mounted; nested and missing paths are not.
+    assert host_paths(settings) == sorted([tmp_path / "ca.pem", tmp_path / "pypi", tmp_path / "wheels"])
+
+
+def test_pip_mounts_carry_this_hosts_effective_settings(tmp_path):
+    settings = pip_settings(sys.executable)
+    mounts = pip_mounts(tmp_path)
+    conf = (tmp_path / "pip.conf").read_text()
+    assert mounts[0] == f"{tmp_path / 'pip.conf'}:/etc/pip.conf:ro" and conf.startswith("[global]\n")
+    for key, value in settings.items():
+        assert f"{key} = {value}\n" in conf
+    for path in host_paths(settings):
+        assert f"{path}:{path}:ro" in mounts
