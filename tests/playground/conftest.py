@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.playground import CHROMEDRIVER, CHROMIUM, chromium, free_port
-from tests.fixtures import tiny_pair
+from tests.fixtures import tiny_pair, write_tiny
 
 API_KEY = "playground-test-key"
 
@@ -44,6 +44,17 @@ def url(models) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def keyed_url(models) -> Iterator[str]:
     with service(models, DISTIL_API_KEY=API_KEY) as u:
+        yield u
+
+
+@pytest.fixture(scope="module")
+def crowded_url(tmp_path_factory) -> Iterator[str]:
+    """A service that answers 429 easily: one queued input per model, and models slow enough (a forward
+    of a long input takes tens of milliseconds) that a queue stays full under a little load."""
+    root = tmp_path_factory.mktemp("slow-models")
+    for role, family, seed in (("student", "distilbert", 4), ("teacher", "bert", 5)):
+        write_tiny(root / role, family, "classification", seed=seed, layers=4, hidden=256, max_pos=512)
+    with service(root, DISTIL_MAX_QUEUE_SIZE="1", DISTIL_MAX_CLIENT_BATCH_SIZE="1", DISTIL_WARMUP="false") as u:
         yield u
 
 

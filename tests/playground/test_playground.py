@@ -7,6 +7,8 @@ own and checks that the page shows what that JSON says.
 from __future__ import annotations
 
 import json
+import re
+import threading
 
 import httpx
 import pytest
@@ -31,16 +33,23 @@ def console(driver) -> list[dict]:
     return driver.get_log("browser")
 
 
-def requests_sent(driver) -> list[dict]:
-    """The page's requests since the last call, from Chromium's own network log (CDP events)."""
+def network(driver, event: str, field: str) -> list[dict]:
+    """Chromium's own network log (CDP events) since the last call: ``field`` of each ``event``."""
     out = []
     for entry in driver.get_log("performance"):
         msg = json.loads(entry["message"])["message"]
-        if msg["method"] == "Network.requestWillBeSent":
-            req = msg["params"]["request"]
-            out.append({"url": req["url"], "method": req["method"],
-                        "headers": {k.lower(): v for k, v in req["headers"].items()}})
+        if msg["method"] == event:
+            x = msg["params"][field]
+            out.append({**x, "headers": {k.lower(): v for k, v in x["headers"].items()}})
     return out
+
+
+def requests_sent(driver) -> list[dict]:
+    return network(driver, "Network.requestWillBeSent", "request")
+
+
+def responses(driver) -> list[dict]:
+    return network(driver, "Network.responseReceived", "response")
 
 
 def only_http_errors(entries: list[dict], status: int) -> None:
@@ -137,15 +146,38 @@ def test_empty_input_shows_the_services_422(url, browser):
     only_http_errors(console(browser), 422)
 
 
-def test_429_shows_retry_after(url, browser):
-    """The page's own error formatting, run in the browser on a 429 response shaped like the service's."""
-    open_page(browser, url)
-    text = browser.execute_async_script("""
-        const done = arguments[arguments.length - 1];
-        const body = JSON.stringify({error: "queue full for model 'student'", error_type: "overloaded"});
-        failure(new Response(body, {status: 429, statusText: "Too Many Requests",
-                                    headers: {"Retry-After": "2"}})).then(done);""")
-    assert text == "429 overloaded: queue full for model 'student' (retry after 2 s)"
+def test_429_shows_the_services_retry_after(crowded_url, browser):
+    """A real 429: clients keep the student's one-input queue full while the page submits."""
+    long_text = " ".join(["the movie was great but the plot"] * 60)  # about 420 tokens
+    stop = threading.Event()
+
+    def crowd() -> None:
+        with httpx.Client(base_url=crowded_url, timeout=30) as client:
+            while not stop.is_set():
+                client.post("/classify", json={"inputs": long_text, "model": "student"})
+
+    threads = [threading.Thread(target=crowd) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        open_page(browser, crowded_url)
+        console(browser)
+        requests_sent(browser)
+        for _ in range(40):  # each try finds the queue full unless it lands between two requests
+            submit(browser, ["the plot was terrible"])
+            error = browser.find_element(By.ID, "error")
+            if error.is_displayed() and error.text.startswith("429"):
+                break
+        else:
+            raise AssertionError("no 429 in 40 tries")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    answered = [r for r in responses(browser) if r["url"].endswith("/compare") and r["status"] == 429]
+    retry_after = answered[-1]["headers"]["retry-after"]
+    assert re.fullmatch(rf"429 overloaded: .*queue is full.* \(retry after {retry_after} s\)", error.text), error.text
+    only_http_errors(console(browser), 429)
 
 
 def test_api_key_field_appears_and_requests_carry_it(keyed_url, browser):
