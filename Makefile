@@ -137,6 +137,12 @@ $(PEERS_VENV)/.installed:
 bench-peers: install assets $(PEERS_VENV)/.installed
 	$(PY) -m bench.peers --venv $(PEERS_VENV) --out bench/results/peers --readme README.md
 
+# A 10-minute soak at c=64 against what `make serve` serves: mixed endpoints, models and lengths, 10% bad
+# inputs, 3% client disconnects. A benchmark, not in CI: writes bench/results/soak.json and the README line.
+.PHONY: soak
+soak: install $(ARTIFACTS)/results.json
+	$(PY) -m bench.soak --start-server --models-dir $(ARTIFACTS) --out bench/results/soak.json --readme README.md
+
 bench-model: install
 	$(PY) bench/model_speed.py --json bench/results/model_speed.json
 

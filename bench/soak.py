@@ -1,6 +1,6 @@
 """Soak: a long closed-loop run with mixed traffic, watching for leaks, drift and 5xx.
 
-    python -m bench.soak --start-server --config artifacts/serve.json   # what `make soak` runs
+    python -m bench.soak --start-server --models-dir artifacts          # what `make soak` runs
     python -m bench.soak --url http://127.0.0.1:8000 --server-pid 1234  # against a running service
 
 ``--concurrency`` clients (64) for ``--duration-s`` (600), each request drawn at random (fixed
@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 from .loadgen import LeanClient, percentile
-from .report import markers
+from .report import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = (("/classify", 0.40), ("/embed", 0.25), ("/v1/embeddings", 0.20), ("/compare", 0.15))
@@ -264,13 +264,14 @@ def readme_line(r: dict, command: str) -> str:
             f"restarts: {r['restarts']}; /health failures: {r['health']['failures']} of {r['health']['probes']}.")
 
 
-def write_readme(readme: Path, line: str) -> None:
-    start, end = markers("soak")
-    text = readme.read_text()
-    if start not in text:
-        raise SystemExit(f"{readme} has no {start} ... {end} markers")
-    readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{line}\n{end}",
-                             text, flags=re.S))
+def serve_env(models_dir: Path) -> dict[str, str]:
+    """The service `make serve` starts: the folder's serve.json (DISTIL_CONFIG), else its student
+    and teacher."""
+    if (models_dir / "serve.json").is_file():
+        return {"DISTIL_CONFIG": str(models_dir / "serve.json")}
+    models = [{"name": "student", "path": str(models_dir / "student"), "role": "student"},
+              {"name": "teacher", "path": str(models_dir / "teacher"), "role": "teacher"}]
+    return {"DISTIL_MODELS": json.dumps(models)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="http://127.0.0.1:8000")
     p.add_argument("--start-server", action="store_true", help="start `python -m app` on a free port, stop it after")
-    p.add_argument("--config", help="DISTIL_CONFIG file for the started service (make serve's artifacts/serve.json)")
+    p.add_argument("--models-dir", help="serve what `make serve` serves from this folder: its serve.json if "
+                   "there is one, else its student and teacher")
     p.add_argument("--server-pid", type=int, help="PID of a running service, for its RSS")
     p.add_argument("--duration-s", type=float, default=600.0)
     p.add_argument("--concurrency", type=int, default=64)
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.start_server:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, **({"DISTIL_CONFIG": args.config} if args.config else {})}
+        env = {**os.environ, **(serve_env(Path(args.models_dir)) if args.models_dir else {})}
         log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"soak-server-{port}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -321,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     line = readme_line(result, args.command_name)
     if args.readme:
-        write_readme(Path(args.readme), line)
+        write_section(Path(args.readme), "soak", line)
     print(line)
 
 

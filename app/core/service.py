@@ -145,6 +145,10 @@ class Service:
             timer.start()
 
     def _abort_queued(self) -> None:
+        """The drain's time is nearly up: queued inputs and requests waiting for a tokenizer are
+        answered 503 now, rather than cut off when the server cancels what is left."""
+        for pool in self._tokenizers.values():
+            pool.shutdown(wait=False, cancel_futures=True)
         if self.engine is not None and (n := self.engine.abort_queued()):
             log.warning("drain time nearly up: %d queued inputs answered 503", n)
 
@@ -243,14 +247,7 @@ class Service:
             if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
                 ids, exact = backend.tokenize_bounded(texts)
             else:
-                job = self._tokenizers[backend.name].submit(backend.tokenize_bounded, texts)
-                try:  # a cancelled wait (client gone) also takes a job that has not started off the queue
-                    async with asyncio.timeout_at(_loop_time(deadline)):
-                        ids, exact = await asyncio.wrap_future(job)
-                except TimeoutError:
-                    job.cancel()
-                    raise DeadlineExceeded(f"tokenization did not finish within the {s.request_timeout_s:g} s "
-                                           "request deadline") from None
+                ids, exact = await self._tokenize(backend, texts, deadline)
             ids = _cut(backend, ids, exact, truncate)
         except BaseException:
             batcher.release(len(texts))
@@ -258,6 +255,27 @@ class Service:
         tok_s = time.perf_counter() - t0
         self.engine.metrics[backend.name].tokenization.observe(tok_s)
         return Prepared(backend, ids, sum(len(x) for x in ids), tok_s)
+
+    async def _tokenize(self, backend: Backend, texts: list[str],
+                        deadline: float) -> tuple[list[list[int]], list[bool]]:
+        """On the model's own pool, within the deadline. A cancelled wait (the client left) also
+        takes a job that has not started off the pool's queue."""
+        try:
+            job = self._tokenizers[backend.name].submit(backend.tokenize_bounded, texts)
+        except RuntimeError:  # the pool was shut down: the drain's time is up
+            raise Unavailable("the service is shutting down; retry on another replica") from None
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                return await asyncio.wrap_future(job)
+        except TimeoutError:
+            job.cancel()
+            raise DeadlineExceeded(f"tokenization did not finish within the {self.settings.request_timeout_s:g} s "
+                                   "request deadline") from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if job.cancelled() and task is not None and not task.cancelling():  # cancelled by the drain
+                raise Unavailable("the service is shutting down; retry on another replica") from None
+            raise
 
     async def run(self, prep: Prepared, spec: OutputSpec, deadline: float) -> Result:
         assert self.engine is not None

@@ -9,11 +9,22 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from tests.app.hardening_support import metric_values, port_of, raw_request, serve_process, wait_until
+from tests.app.conftest import make_settings
+from tests.app.hardening_support import (
+    Gate,
+    free_port,
+    is_ready,
+    metric_values,
+    port_of,
+    raw_request,
+    serve_process,
+    wait_until,
+)
 from tests.fixtures import write_tiny
 
 pytestmark = pytest.mark.slow
@@ -54,6 +65,14 @@ class Flood:
         return self.results
 
 
+def _exit_code(p, timeout: float) -> int | None:
+    """The process's exit code, or None if it is still running after ``timeout``."""
+    try:
+        return p.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def _in_flight(base: str) -> float:
     m = metric_values(httpx.get(f"{base}/metrics", timeout=5).text, "distil_in_flight_requests")
     return sum(m.values())
@@ -68,10 +87,7 @@ def test_sigterm_during_load_does_not_wait_for_the_load(slow_ckpt, tmp_path):
         wait_until(lambda: "warmed model m0" in p.text(), timeout=120, what="first model warmed")
         assert httpx.get(f"{p.base}/ready").status_code == 503
         p.proc.send_signal(signal.SIGTERM)
-        try:
-            code = p.proc.wait(120)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = _exit_code(p, 120)
         log = p.text()
         assert code == 0, log[-3000:]
         assert log.count("warmed model") < 4, "the whole load ran before the process stopped"
@@ -87,25 +103,36 @@ def test_second_sigterm_exits_at_once_with_a_nonzero_code(slow_ckpt, tmp_path):
         time.sleep(0.3)
         assert p.proc.poll() is None, "the first SIGTERM must drain, not exit"
         p.proc.send_signal(signal.SIGTERM)
-        try:
-            code = p.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = _exit_code(p, 30)
         results = flood.join()
         assert code not in (None, 0), (code, p.text()[-3000:])
         assert results.count(200) < 16, results  # the drain was cut short
 
 
-def test_fractional_graceful_timeout_lets_a_short_request_finish(slow_ckpt, tmp_path):
-    """graceful_timeout_s=0.9 must not be rounded down to 0 (which cancels everything at once)."""
-    env = {"DISTIL_MAX_BATCH_SIZE": "1", "DISTIL_GRACEFUL_TIMEOUT_S": "0.9"}
-    with serve_process(tmp_path, _model(slow_ckpt), env) as p:
-        flood = Flood(p.base, clients=1, inputs=2)  # two forwards of 420 tokens: well under 0.9 s
-        wait_until(lambda: _in_flight(p.base) >= 1, what="request in flight")
-        p.proc.send_signal(signal.SIGTERM)
-        code = p.proc.wait(30)
-        assert flood.join() == [200], p.text()[-3000:]
-        assert code == 0
+def test_fractional_graceful_timeout_lets_a_short_request_finish(ckpts):
+    """graceful_timeout_s=0.9 must not be rounded down to 0 (which cancels everything at once). The
+    server of `python -m app` (its Server class and uvicorn config) in a thread, told SIGTERM as the
+    signal handler tells it; a held forward finishes 0.2 s after it."""
+    from app.__main__ import Server, uvicorn_config
+    from app.main import create_app
+
+    settings = make_settings(ckpts, warmup=False, graceful_timeout_s=0.9, port=free_port())
+    app = create_app(settings)
+    server = Server(uvicorn_config(app, settings), app.state.service.drain)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{settings.port}"
+    wait_until(lambda: is_ready(base), what="ready")
+    gate = Gate(app.state.service.backends["student"], hold=True)
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(httpx.post, f"{base}/classify", json={"inputs": "movie"}, timeout=30)
+        assert gate.entered.wait(20)
+        server.handle_exit(signal.SIGTERM, None)
+        time.sleep(0.2)
+        gate.release()
+        assert fut.result().status_code == 200
+    thread.join(30)
+    assert not thread.is_alive()
 
 
 def test_shutdown_is_bounded_by_the_graceful_timeout(slow_ckpt, tmp_path):
