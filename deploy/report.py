@@ -21,7 +21,8 @@ def line(r: dict) -> str:
     return (f"`{r['command']}` on {r['date']} ({r['machine']}, {r['engine']}): the CPU image is "
             f"**{r['size_bytes'] / 1e9:.2f} GB** (target ≤ {r['size_target_bytes'] / 1e9:.1f} GB); cold start to "
             f"`/ready` **{r['cold_start_seconds']:.1f} s** serving {', '.join(r['cold_start_models'])} (the same "
-            f"models on the host, started right after: {r['host_cold_start_seconds']:.1f} s); SIGTERM with "
+            f"models on the host, started right after: {r['host_cold_start_seconds']:.1f} s; a second container "
+            f"from the same image: {r['second_start_seconds']:.1f} s); SIGTERM with "
             f"{s['in_flight']} requests in flight: {s['answered_200']}/{s['in_flight']} answered, exit code "
             f"{s['exit_code']} after {s['drain_seconds']:.1f} s (grace {s['grace_seconds']:.0f} s); compose `api` "
             f"ready through its published port in {r['compose_ready_seconds']:.1f} s. Results: `{r['path']}`.")
