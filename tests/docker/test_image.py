@@ -149,6 +149,19 @@ def test_healthcheck_passes(served):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_the_kubernetes_pod_spec_fits_the_image(served):
+    """The Deployment's user is the image's, and its preStop command exists in the image."""
+    from deploy.kustomize import render
+
+    deployment = next(d for d in render(ROOT / "deploy" / "k8s" / "cpu") if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    user = served.run("inspect", "--format", "{{.Config.User}}", served.name).stdout.strip()
+    assert user == f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+    (c,) = pod["containers"]
+    r = served.run("exec", served.name, *c["lifecycle"]["preStop"]["exec"]["command"], check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def _close(a, b, path: str) -> None:
     if isinstance(a, dict):
         assert a.keys() == b.keys(), path
