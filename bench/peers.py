@@ -281,6 +281,7 @@ def race(args: argparse.Namespace) -> dict:
                     # Cores other processes (other users of the machine) used during the block.
                     d["foreign_cores"] = max(0.0, ((busy1 - busy0) - (ours1 - ours0)) / wall)
                     d["round"] = r
+                    d["load_average"] = os.getloadavg()[0]  # runnable processes, 1-minute average
                     blocks.setdefault((e.name, lv.key), []).append(d)
                     print(f"[peers] round {r + 1}/{args.rounds} {lv.key:<11} {e.name:<34} "
                           f"p50 {s.latency_ms['p50']:7.2f} ms  {s.inputs_per_s:7.1f} inputs/s  "
@@ -302,6 +303,7 @@ def race(args: argparse.Namespace) -> dict:
                 "inputs_per_s": statistics.median(b["inputs_per_s"] for b in bs),
                 "errors": sum(sum(b["errors"].values()) for b in bs),
                 "foreign_cores": statistics.median(b["foreign_cores"] for b in bs),
+                "load_average": statistics.median(b.get("load_average", float("nan")) for b in bs),
                 "blocks": [{k: b[k] for k in ("round", "latency_ms", "inputs_per_s", "sent", "ok", "errors",
                                               "foreign_cores", "extra")} for b in bs],
             }

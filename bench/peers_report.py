@@ -90,6 +90,11 @@ def section(data: dict, out: str) -> str:
     e = data["environment"]
     peers = e.get("peers", {})
     foreign = [lv["foreign_cores"] for r in data["results"] for lv in r["levels"].values()]
+    loads = [b["load_average"] for r in data["results"] for lv in r["levels"].values() for b in lv["blocks"]
+             if "load_average" in b]
+    load_note = (f" The 1-minute load average during the blocks was {min(loads):.1f} to {max(loads):.1f} (median "
+                 f"{sorted(loads)[len(loads) // 2]:.1f}) on {e.get('cores')} cores: every number here was measured "
+                 "on an oversubscribed machine." if loads else "")
     lines = [
         f"Measured by `make bench-peers` on {data['created']} ({e.get('cpu')}, {e.get('cores')} cores; "
         f"torch {e.get('torch')}; infinity-emb {peers.get('infinity-emb', '?')} with optimum "
@@ -108,7 +113,7 @@ def section(data: dict, out: str) -> str:
         "",
         f"Other processes on this shared machine used up to {max(foreign) if foreign else 0:.2f} cores during a "
         f"block (median {sorted(foreign)[len(foreign) // 2] if foreign else 0:.2f}); the alternating blocks spread "
-        f"that over every engine. Raw blocks, per-request CPU and versions: `{out}/peers.json`; "
+        f"that over every engine.{load_note} Raw blocks, per-request CPU and versions: `{out}/peers.json`; "
         f"plot: `{out}/peers.png`.",
     ]
     return "\n".join(lines)
