@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import textwrap
 from pathlib import Path
 
-from bench.report import markers
+from bench.readme import write_section
 
 SECTION = "image"
 
@@ -28,15 +27,6 @@ def line(r: dict) -> str:
             f"ready through its published port in {r['compose_ready_seconds']:.1f} s. Results: `{r['path']}`.")
 
 
-def write(readme: Path, text: str) -> None:
-    start, end = markers(SECTION)
-    body = readme.read_text()
-    if start not in body:
-        raise SystemExit(f"{readme} has no {start} ... {end} markers")
-    readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{text}\n{end}", body,
-                             flags=re.S))
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=Path("deploy/results/image.json"))
@@ -44,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     text = textwrap.fill(line({**json.loads(args.results.read_text()), "path": args.results.as_posix()}), width=115,
                          break_on_hyphens=False, break_long_words=False)
-    write(args.readme, text)
+    write_section(args.readme, SECTION, text)
     print(text)
 
 

@@ -1,11 +1,14 @@
-"""deploy.image's pieces that run without a container engine: what a podman build is given of the
-host's pip configuration."""
+"""deploy's pieces that run without a container engine: what a podman build is given of the host's
+pip configuration, and the README line written from make test-image's results."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 from deploy.image import host_paths, pip_mounts, pip_settings
+
+from .support import ROOT
 
 
 def test_host_paths_mount_whole_indexes_once(tmp_path):
@@ -29,3 +32,18 @@ def test_pip_mounts_carry_this_hosts_effective_settings(tmp_path):
         assert f"{key} = {value}\n" in conf
     for path in host_paths(settings):
         assert f"{path}:{path}:ro" in mounts
+
+
+def test_report_writes_the_readme_line_from_the_results(tmp_path):
+    from deploy.report import main
+
+    results = json.loads((ROOT / "deploy" / "results" / "image.json").read_text())
+    (tmp_path / "image.json").write_text(json.dumps(results))
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- image:start -->\nPLACEHOLDER\n<!-- image:end -->\nafter\n")
+    main(["--results", str(tmp_path / "image.json"), "--readme", str(readme)])
+    text = readme.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "PLACEHOLDER" not in text
+    flat = " ".join(text.split())
+    assert f"**{results['size_bytes'] / 1e9:.2f} GB**" in flat and f"**{results['cold_start_seconds']:.1f} s**" in flat
+    assert f"{results['sigterm']['answered_200']}/{results['sigterm']['in_flight']} answered" in flat
