@@ -144,7 +144,7 @@ soak: install $(ARTIFACTS)/results.json
 	$(PY) -m bench.soak --start-server --models-dir $(ARTIFACTS) --out bench/results/soak.json --readme README.md
 
 bench-model: install
-	$(PY) bench/model_speed.py --json bench/results/model_speed.json
+	$(PY) -m bench.model_speed --json bench/results/model_speed.json --readme README.md
 
 bench-train: install
 	$(PY) -m bench.train_speed --json bench/results/train_speed.json --readme README.md

@@ -23,13 +23,13 @@ timeout 180 "$PY" -m pytest tests/model/test_gpu.py -q -p no:cacheprovider 2>&1 
 log "parity exit ${PIPESTATUS[0]}"
 
 log "2/6 model speed (float32, then float16)"
-timeout 120 "$PY" bench/model_speed.py --device cuda --repeats 20 --json "$OUT/model_speed_fp32.json" \
+timeout 120 "$PY" -m bench.model_speed --device cuda --repeats 20 --json "$OUT/model_speed_fp32.json" \
   2>&1 | tee "$OUT/model_speed_fp32.md" | tail -6
-timeout 90 "$PY" bench/model_speed.py --device cuda --dtype float16 --repeats 20 --json "$OUT/model_speed_fp16.json" \
+timeout 90 "$PY" -m bench.model_speed --device cuda --dtype float16 --repeats 20 --json "$OUT/model_speed_fp16.json" \
   2>&1 | tee "$OUT/model_speed_fp16.md" | tail -6
 
 log "3/6 training speed (bf16 autocast)"
-timeout 90 "$PY" bench/train_speed.py --device cuda --batch 32 --length 128 --steps 5 \
+timeout 90 "$PY" -m bench.train_speed --device cuda --batch 32 --length 128 --steps 5 \
   --json "$OUT/train_speed.json" 2>&1 | tee "$OUT/train_speed.md" | tail -5
 
 log "4/6 short service sweep on the GPU"

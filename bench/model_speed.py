@@ -2,26 +2,29 @@
 
 Full-size paper configs (BERT-base 12 layers, DistilBERT 6 layers), float32, inference
 mode, no HTTP. Prints a Markdown table of median milliseconds and the two ratios the
-model issue targets: student/teacher <= 0.55 and ours/transformers <= 1.0.
+model issue targets: student/teacher <= 0.55 and ours/transformers <= 1.0; with
+``--readme`` also writes it, with the machine and the date, into the README's
+``model-speed`` section.
 
-    python bench/model_speed.py [--repeats 7] [--device cpu] [--json out.json]
+    python -m bench.model_speed [--repeats 7] [--device cpu] [--json out.json] [--readme README.md]
+    python -m bench.model_speed --report-only --json bench/results/model_speed.json --readme README.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import model  # noqa: E402
+import model
+
+from .env import cpu_model
+from .readme import write_section
 
 SHAPES = [(1, 128), (8, 128), (32, 128)]
 
@@ -39,14 +42,40 @@ def _median_ms(fn, repeats: int, warmup: int, sync) -> float:
     return statistics.median(times)
 
 
+def markdown(result: dict) -> str:
+    """The README block: what ran where, then the table (both from the results file)."""
+    env = result["env"]
+    when = f" on {result['created']}" if "created" in result else ""
+    lines = [f"Measured by `make bench-model`{when}: {env['device']} ({env['cpu']}), {env['threads']} torch threads, "
+             f"torch {env['torch']}, transformers {env['transformers']}, {env['dtype']}, median of {env['repeats']} "
+             "runs, random weights in the paper's full-size configs.", "",
+             "| batch × tokens | our BERT (ms) | our DistilBERT (ms) | transformers DistilBERT (ms) "
+             "| student / teacher | ours / transformers |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['batch']} × {r['tokens']} | {r['ours_bert']:.1f} | {r['ours_distilbert']:.1f} "
+                     f"| {r['hf_distilbert']:.1f} | {r['student_over_teacher']:.3f} "
+                     f"| {r['ours_over_transformers']:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.model_speed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--readme", type=Path, help="write the table into this README's model-speed section")
+    p.add_argument("--report-only", action="store_true", help="do not measure: rewrite the README from --json")
     args = p.parse_args(argv)
+    if args.report_only:
+        if not (args.json and args.readme):
+            p.error("--report-only needs --json (the results) and --readme")
+        result = json.loads(args.json.read_text())
+        write_section(args.readme, "model-speed", markdown(result))
+        return result
     import transformers
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -82,25 +111,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     env = {
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "dtype": args.dtype,
         "repeats": args.repeats,
     }
-    print(f"device {env['device']}, {env['threads']} threads, torch {env['torch']}, "
-          f"transformers {env['transformers']}, {args.dtype}, median of {args.repeats}\n")
-    print("| batch × tokens | our BERT (ms) | our DistilBERT (ms) | transformers DistilBERT (ms) "
-          "| student / teacher | ours / transformers |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['batch']} × {r['tokens']} | {r['ours_bert']:.1f} | {r['ours_distilbert']:.1f} "
-              f"| {r['hf_distilbert']:.1f} | {r['student_over_teacher']:.3f} | {r['ours_over_transformers']:.3f} |")
-    result = {"env": env, "rows": rows}
+    result = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "env": env, "rows": rows}
+    block = markdown(result)
+    print(block)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.readme:
+        write_section(args.readme, "model-speed", block)
     return result
 
 

@@ -4,22 +4,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
+from .profiles import BOUNDS
+from .readme import markers, write_section
 
-def markers(section: str) -> tuple[str, str]:
-    return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-
-
-def write_section(readme: Path, section: str, body: str) -> None:
-    """Replace what is between the README's ``<!-- {section}:start/end -->`` markers with ``body``."""
-    start, end = markers(section)
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise SystemExit(f"{readme} has no {start} ... {end} markers")
-    readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{body}\n{end}",
-                             text, flags=re.S))
+__all__ = ["markers", "write_all", "write_section"]  # the writer's old home: importers keep working
 
 
 def _find(data: dict, model: str, endpoint: str, profile: str, c: int) -> dict | None:
@@ -154,10 +144,34 @@ def teacher_vs_student(data: dict, accuracy: dict | None, out: str = "bench/resu
         tp, sp = m["teacher"]["parameters"], m["student"]["parameters"]
         lines.append(f"| parameters | {tp / 1e6:.1f}M | {sp / 1e6:.1f}M "
                      f"| {sp / tp:.2f} |")
+    if (long_line := long_inputs(data)) is not None:
+        lines += ["", long_line]
     lines += ["", f"![latency vs load]({out}/latency.png) ![throughput]({out}/throughput.png) "
               f"![speed-up]({out}/speedup.png)", "",
               f"Every level, the server-side split and the in-process numbers: `{out}/bench.md`."]
     return "\n".join(lines)
+
+
+def long_inputs(data: dict) -> str | None:
+    """The long-input finding, in words, from this run's numbers (it was once typed by hand and
+    then contradicted by the next run)."""
+    r = roles(data)
+    if "teacher" not in r or "student" not in r:
+        return None
+    pairs = []
+    for c in sorted({x["level"]["concurrency"] for x in data["results"] if x["level"]["mode"] == "closed"}):
+        t, s = _find(data, r["teacher"], "/classify", "long", c), _find(data, r["student"], "/classify", "long", c)
+        if t and s and t["inputs_per_s"]:
+            pairs.append((c, s["inputs_per_s"], t["inputs_per_s"]))
+    if not pairs:
+        return None
+    ratios = [s / t for _, s, t in pairs]
+    lo, hi = min(ratios), max(ratios)
+    span = f"{lo:.2f}×" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f}×"
+    each = "; ".join(f"{s:.1f} vs {t:.1f} inputs/s at concurrency {c}" for c, s, t in pairs)
+    lo_tok, hi_tok = BOUNDS["long"]
+    return (f"Long inputs ({lo_tok}–{hi_tok} tokens), where the model dominates: the student's throughput is "
+            f"{span} the teacher's across concurrency {pairs[0][0]}–{pairs[-1][0]} ({each}).")
 
 
 def plots(data: dict, out: Path) -> None:
@@ -231,8 +245,14 @@ def write_all(data: dict, out: Path, readme: Path | None = None, accuracy: Path 
     between its ``<!-- {section_name}:start/end -->`` markers."""
     out.mkdir(parents=True, exist_ok=True)
     data["summary"] = summary(data)
+    # The accuracy the section shows is kept with the run, so `bench report` rewrites the same
+    # section later without artifacts/ (which is not in the repository).
+    if accuracy and accuracy.is_file():
+        models = json.loads(accuracy.read_text())["models"]
+        data["accuracy"] = {"models": {role: {k: models[role][k] for k in ("accuracy", "retention", "parameters")}
+                                       for role in ("teacher", "student") if role in models}}
+    acc = data.get("accuracy")
     (out / "bench.json").write_text(json.dumps(data, indent=2) + "\n")
-    acc = json.loads(accuracy.read_text()) if accuracy and accuracy.is_file() else None
     try:
         shown = out.resolve().relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:

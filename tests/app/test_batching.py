@@ -36,6 +36,13 @@ def _histogram_counts(metrics: str, name: str, model: str) -> dict[float, float]
     return out
 
 
+def _assert_batched(metrics: str, model: str) -> None:
+    """The 64 inputs sent together really were batched: else "same result" would prove nothing."""
+    counts = _histogram_counts(metrics, "distil_batch_size", model)
+    assert counts[float("inf")] < 128  # 64 alone + fewer than 64 forwards for the concurrent 64
+    assert counts[1.0] < counts[float("inf")]  # some forwards held more than one input
+
+
 async def _concurrent(settings, path: str, bodies: list[dict]):
     app = create_app(settings)
     async with LifespanManager(app):
@@ -58,21 +65,22 @@ def test_embeddings_do_not_depend_on_batching(ckpts, model):
         assert a.status_code == b.status_code == 200
         diff = np.abs(np.array(a.json()["embeddings"]) - np.array(b.json()["embeddings"])).max()
         assert diff <= 1e-5
-    counts = _histogram_counts(metrics, "distil_batch_size", model)
-    assert counts[float("inf")] < 128  # 64 alone + fewer than 64 forwards for the concurrent 64
-    assert counts[1.0] < counts[float("inf")]  # some forwards held more than one input
+    _assert_batched(metrics, model)
     ratios = _histogram_counts(metrics, "distil_padding_ratio", model)
     assert ratios[1.2] == ratios[float("inf")]  # every forward kept padding under the limit
 
 
 def test_classification_does_not_depend_on_batching(ckpts):
     texts = _texts(64, seed=2)
-    bodies = [{"inputs": t, "raw_scores": True} for t in texts]
-    alone, together, _ = asyncio.run(_concurrent(make_settings(ckpts, max_wait_ms=20.0), "/classify", bodies))
+    bodies = [{"inputs": t, "raw_scores": True, "model": "student"} for t in texts]
+    settings = make_settings(ckpts, max_wait_ms=20.0, max_batch_size=16)
+    alone, together, metrics = asyncio.run(_concurrent(settings, "/classify", bodies))
     for a, b in zip(alone, together, strict=True):
+        assert a.status_code == b.status_code == 200
         sa = {x["label"]: x["score"] for x in a.json()["predictions"][0]}
         sb = {x["label"]: x["score"] for x in b.json()["predictions"][0]}
-        assert all(abs(sa[k] - sb[k]) <= 1e-5 for k in sa)
+        assert sa.keys() == sb.keys() and all(abs(sa[k] - sb[k]) <= 1e-5 for k in sa)
+    _assert_batched(metrics, "student")
 
 
 def test_multi_input_request_matches_single_inputs(client):
