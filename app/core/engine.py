@@ -28,6 +28,11 @@ from .metrics import Metrics, ModelMetrics
 log = logging.getLogger("app.engine")
 
 
+# New work is refused (429) while the latest forward's inputs had waited longer than this share
+# of the request deadline (Batcher._saturated).
+SHED_WAIT_SHARE = 0.5
+
+
 def retry_after_seconds(queued: int, per_second: float) -> int:
     return max(1, math.ceil(queued / per_second)) if per_second > 0 else 1
 
@@ -71,6 +76,7 @@ class Batcher:
         self._expected = 0  # inputs being tokenized: the only ones worth waiting for
         self._tokens = 0  # real tokens of the queued inputs (max_queue_tokens)
         self._closed = False  # abort_queued() ran: nothing new is taken
+        self._wait = 0.0  # how long the inputs of the latest forward waited in the queue
 
     # -- event-loop side -------------------------------------------------------------
     def start(self) -> None:
@@ -110,14 +116,28 @@ class Batcher:
             f"{self.s.max_queue_tokens} tokens); retry later",
             retry_after=retry_after_seconds(len(self._queue), self._rate))
 
+    def _saturated(self) -> Overloaded | None:
+        """Inputs now wait in the queue for more than SHED_WAIT_SHARE of the deadline: new ones
+        would likely time out (504) after costing tokenization and a queue slot, so they are
+        refused at once (429) until the wait comes down. An empty queue always takes work."""
+        if not self._queue or self._wait <= SHED_WAIT_SHARE * self.s.request_timeout_s:
+            return None
+        self.m.dropped("saturated").inc()
+        return Overloaded(f"model {self.backend.name!r} is saturated: inputs wait {self._wait:.1f} s in its queue "
+                          f"(request deadline {self.s.request_timeout_s:g} s); retry later",
+                          retry_after=max(1, math.ceil(self._wait)))
+
     def reserve(self, n: int) -> None:
         """n inputs are about to be tokenized for this model and submitted soon; refused (429)
-        if they would not fit the queue beside those already queued or being tokenized."""
+        if they would not fit the queue beside those already queued or being tokenized, or
+        would wait past their deadline."""
         with self._cv:
             if self._stop or self._closed:
                 raise Unavailable("the service is shutting down; retry on another replica")
             if len(self._queue) + self._expected + n > self.s.max_queue_size:
                 raise self._full(n)
+            if (busy := self._saturated()) is not None:
+                raise busy
             self._expected += n
 
     def release(self, n: int) -> None:
@@ -228,6 +248,7 @@ class Batcher:
                 if it.cancelled:
                     self.m.dropped("cancelled").inc()
                 elif now > it.deadline:
+                    self._wait = max(self._wait, time.perf_counter() - it.enqueued)
                     self.m.dropped("deadline").inc()
                     self._fail(it, DeadlineExceeded("the request's deadline passed while it was queued"))
                 else:
@@ -240,6 +261,7 @@ class Batcher:
         for it in group:
             it.queue_s = start - it.enqueued
             self.m.queue_wait.observe(it.queue_s)
+        self._wait = max(it.queue_s for it in group)
         try:
             out = self.compute.call(self.backend.forward, [it.ids for it in group], [it.spec for it in group])
         except Exception as e:  # a broken batch fails its own requests, never the worker

@@ -31,18 +31,20 @@ class FakeBackend(Backend):
     """Echoes each row's first id and length; raises on POISON anywhere in the batch (as a real
     kernel error would), NaN for a row holding NAN."""
 
-    def __init__(self, name: str, max_length: int = 16) -> None:
+    def __init__(self, name: str, max_length: int = 16, delay_s: float = 0.0) -> None:
         self.spec = ModelSpec(name=name, path=Path("/nonexistent"), role="student")
         self.name, self.role, self.path = name, "student", self.spec.path
         self.family, self.task, self.labels = "distilbert", "base", []
         self.max_length, self.hidden_size, self.default_pooling = max_length, 2, "mean"
         self.rows_seen = 0
+        self.delay_s = delay_s
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         raise NotImplementedError
 
     def forward(self, ids, specs):
         self.rows_seen += len(ids)
+        time.sleep(self.delay_s)
         if any(POISON in r for r in ids):
             raise RuntimeError("device-side assert")
         return [[math.nan, 0.0] if NAN in r else [float(r[0]), float(len(r))] for r in ids]
@@ -164,3 +166,32 @@ def test_non_finite_output_fails_alone(bad):
     first, second = asyncio.run(go())
     assert isinstance(first, InferenceFailed) and "finite" in str(first)
     assert [o.values[0] for o in second] == [4.0]
+
+
+def test_a_saturated_queue_refuses_new_work():
+    """Twelve inputs, one 0.1 s forward each, a 1 s deadline: once inputs wait more than half the
+    deadline, new work is refused at once (429) instead of queued to time out; taken again once
+    the queue has drained."""
+    async def go():
+        s = Settings(models=[ModelSpec(name="a", path=Path("/x"), role="student")], device="cpu",
+                     max_batch_size=1, request_timeout_s=1.0)
+        compute = ComputeThread()
+        engine = Engine(s, {"a": FakeBackend("a", delay_s=0.1)}, Metrics(1, 8192), compute)
+        engine.start()
+        batcher = engine.batchers["a"]
+        try:
+            spec = OutputSpec("embed")
+            tasks = [asyncio.create_task(engine.run("a", [[i + 1]], spec, 1.0)) for i in range(12)]
+            await asyncio.sleep(0.9)
+            with pytest.raises(Overloaded, match="saturated"):
+                batcher.reserve(1)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            while batcher.depth:
+                await asyncio.sleep(0.01)
+            batcher.reserve(1)  # an empty queue takes work whatever the last wait was
+            batcher.release(1)
+        finally:
+            engine.stop()
+            compute.stop()
+
+    asyncio.run(go())
