@@ -139,8 +139,10 @@ async def _client(url: str, plan: Plan, tally: Tally, stop_at: float, headers: d
                     tally.add(time.perf_counter() - t, "disconnected", "disconnect")
                 else:
                     path, body = plan.valid()
-                    status, _ = await lean.post(path, json.loads(body))
+                    status, headers = await lean.post(path, json.loads(body))
                     tally.add(time.perf_counter() - t, status, "valid")
+                    if status == 429:  # as a well-behaved client does (capped: the soak must go on)
+                        await asyncio.sleep(min(float(headers.get("retry-after", 1)), 5.0))
             except (OSError, asyncio.IncompleteReadError, TimeoutError) as e:
                 tally.add(time.perf_counter() - t, type(e).__name__, "valid")
     finally:

@@ -116,13 +116,13 @@ class Batcher:
             f"{self.s.max_queue_tokens} tokens); retry later",
             retry_after=retry_after_seconds(len(self._queue), self._rate))
 
-    def _saturated(self) -> Overloaded | None:
+    def _saturated(self, n: int) -> Overloaded | None:
         """Inputs now wait in the queue for more than SHED_WAIT_SHARE of the deadline: new ones
         would likely time out (504) after costing tokenization and a queue slot, so they are
         refused at once (429) until the wait comes down. An empty queue always takes work."""
         if not self._queue or self._wait <= SHED_WAIT_SHARE * self.s.request_timeout_s:
             return None
-        self.m.dropped("saturated").inc()
+        self.m.dropped("saturated").inc(n)
         return Overloaded(f"model {self.backend.name!r} is saturated: inputs wait {self._wait:.1f} s in its queue "
                           f"(request deadline {self.s.request_timeout_s:g} s); retry later",
                           retry_after=max(1, math.ceil(self._wait)))
@@ -136,7 +136,7 @@ class Batcher:
                 raise Unavailable("the service is shutting down; retry on another replica")
             if len(self._queue) + self._expected + n > self.s.max_queue_size:
                 raise self._full(n)
-            if (busy := self._saturated()) is not None:
+            if (busy := self._saturated(n)) is not None:
                 raise busy
             self._expected += n
 
