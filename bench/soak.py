@@ -256,14 +256,19 @@ def summarize(tally: Tally, watch: dict, duration_s: float, concurrency: int, in
 def readme_line(r: dict, command: str) -> str:
     mins = r["minutes"]
     p99 = ", ".join(f"{m['p99_ms']:.0f}" for m in mins)
-    valid5 = r["valid"]["5xx"]
-    return (f"`{command}` on {r['date']}: {r['requests']:,} requests in {r['duration_s'] / 60:.0f} min at "
-            f"c={r['concurrency']} ({r['bad']['requests']:,} bad inputs, {r['disconnects']['requests']:,} "
-            f"client disconnects); 5xx: {valid5} on valid input, {r['bad']['5xx']} on bad input; "
+    valid5, st = r["valid"]["5xx"], r["valid"]["by_status"]
+    models = ", ".join(f"{m['name']} ({m['role']}, {m['family']}, {m['layers']} layers)" for m in r["models"])
+    return (f"`{command}` on {r['date']} against {models}: {r['requests']:,} requests in "
+            f"{r['duration_s'] / 60:.0f} min at c={r['concurrency']}: {r['valid']['requests']:,} valid ("
+            f"{st.get('200', 0):,} answered, {st.get('429', 0):,} refused 429 while saturated), "
+            f"{r['bad']['requests']:,} bad inputs, {r['disconnects']['requests']:,} client disconnects; "
+            f"5xx: {valid5} on valid input, {r['bad']['5xx']} on bad input; "
             f"p99 per minute (ms): {p99}; RSS {r['rss_mb']['start']} MB at start, {r['rss_mb']['end']} MB at end; "
             f"dropped inputs: {int(sum(r['dropped_inputs'].values()))} "
             f"({', '.join(f'{k} {int(v)}' for k, v in sorted(r['dropped_inputs'].items())) or 'none'}); "
-            f"restarts: {r['restarts']}; /health failures: {r['health']['failures']} of {r['health']['probes']}.")
+            f"restarts: {r['restarts']}; /health failures: {r['health']['failures']} of {r['health']['probes']}"
+            + (f"; from minute 2 to the last: RSS {t['rss_growth_min2_to_end']:+.1%}, "
+               f"p99 × {t['p99_end_over_min2']:.2f}" if (t := r["targets"]) else "") + ".")
 
 
 def serve_env(models_dir: Path) -> dict[str, str]:
