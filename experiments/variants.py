@@ -165,6 +165,44 @@ def targets(v: dict) -> dict:
     return out
 
 
+def http_ratio(artifacts: Path, texts: list[str], rounds: int = 3, block_s: float = 4.0) -> dict:
+    """Through the service: 16-input /classify requests at concurrency 8 to the fp32 teacher (torch) and
+    the int8 student (ONNX), served by one process, in alternating blocks; inputs/s per model."""
+    import asyncio
+    import os
+    import subprocess
+
+    from bench.__main__ import _free_port, stop_server, wait_ready
+    from bench.loadgen import Level, run_level
+
+    models = [{"name": "teacher", "path": str(artifacts / "teacher"), "role": "teacher"},
+              {"name": "student", "path": str(artifacts / "student"), "role": "student", "backend": "onnx",
+               "precision": "int8"}]
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DISTIL_MODELS": json.dumps(models), "DISTIL_CONFIG": "", "DISTIL_ACCESS_LOG": "false"}
+    with (artifacts / "variants-http.log").open("w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT)
+    requests = [(texts[i:i + 16], 16) for i in range(0, len(texts) - 15, 16)]
+    speeds: dict[str, list[float]] = {"teacher": [], "student": []}
+    try:
+        wait_ready(url, proc)
+        for _ in range(rounds):
+            for name in speeds:
+                level = Level(name, "/classify", "short x16", "closed", concurrency=8, requests=100_000,
+                              duration_s=block_s, warmup_requests=3)
+                s = asyncio.run(run_level(url, level, requests, client="lean"))
+                if s.errors:
+                    raise RuntimeError(f"{name}: errors {s.errors} (see {artifacts / 'variants-http.log'})")
+                speeds[name].append(s.inputs_per_s)
+    finally:
+        stop_server(proc)
+    med = {n: statistics.median(v) for n, v in speeds.items()}
+    return {"inputs_per_s": med, "blocks": speeds, "ratio": med["student"] / med["teacher"],
+            "concurrency": 8, "inputs_per_request": 16, "rounds": rounds, "block_s": block_s}
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}%"
 
@@ -198,6 +236,13 @@ def markdown(v: dict) -> str:
             f"**{t['int8_student_throughput_vs_fp32_teacher']:.2f}×** the throughput at batch 32 (target ≥ 3.5×: "
             f"{'✅' if t['throughput_ge_3.5x'] else '❌'}) and **{t['int8_student_latency_vs_fp32_teacher']:.2f}×** "
             f"the batch-1 latency (target ≤ 0.35×: {'✅' if t['latency_le_0.35x'] else '❌'}).")
+    if "http_16_inputs_c8" in v:
+        h = v["http_16_inputs_c8"]
+        lines.append(
+            f"Through the service (one process, 16-input /classify requests at concurrency 8, {h['rounds']} "
+            f"alternating blocks of {h['block_s']:.0f} s): int8 student {h['inputs_per_s']['student']:.0f} "
+            f"inputs/s, fp32 teacher {h['inputs_per_s']['teacher']:.0f}: **{h['ratio']:.2f}×** (target ≥ 3×: "
+            f"{'✅' if t['http_ge_3x'] else '❌'}).")
     lines.append(
         f"ONNX fp32 against torch fp32 on the real weights: max |Δ| {t['onnx_fp32_max_abs_logit_diff'] or 0:.1e} "
         f"on logits, {t['onnx_fp32_max_abs_pooled_diff']:.1e} on pooled embeddings (target ≤ 1e-4: "
@@ -224,7 +269,8 @@ def update_serve(serve_file: Path, chosen: dict[str, str]) -> dict:
     return cfg
 
 
-def run(artifacts: Path, limit: int | None = None, rounds: int = 200, n_embed: int = 500) -> dict:
+def run(artifacts: Path, limit: int | None = None, rounds: int = 200, n_embed: int = 500, http: bool = True,
+        http_block_s: float = 4.0) -> dict:
     import onnxruntime
     import torch
 
@@ -253,6 +299,10 @@ def run(artifacts: Path, limit: int | None = None, rounds: int = 200, n_embed: i
         print(f"[variants] {name}: {time.perf_counter() - t0:.0f} s, serving {v['chosen'][name]}", file=sys.stderr,
               flush=True)
     v["targets"] = targets(v)
+    if http and {"teacher", "student"} <= set(v["models"]):
+        h = v["http_16_inputs_c8"] = http_ratio(artifacts, short, block_s=http_block_s)
+        v["targets"]["http_int8_student_vs_fp32_teacher"] = h["ratio"]
+        v["targets"]["http_ge_3x"] = h["ratio"] >= 3.0
     return v
 
 
@@ -264,11 +314,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--limit", type=int, help="at most this many test rows per domain (tests)")
     p.add_argument("--rounds", type=int, default=200, help="batch-1 timings per variant")
     p.add_argument("--embed-sentences", type=int, default=500)
+    p.add_argument("--http-block-s", type=float, default=4.0,
+                   help="seconds per block of the HTTP comparison (0: skip it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
     for name in ("experiments.variants", "model.export"):  # ours; the quantizer logs every tensor at INFO
         logging.getLogger(name).setLevel(logging.INFO)
-    v = run(args.artifacts, args.limit, args.rounds, args.embed_sentences)
+    v = run(args.artifacts, args.limit, args.rounds, args.embed_sentences, args.http_block_s > 0, args.http_block_s)
     results_file = args.artifacts / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     results["variants"] = v

@@ -30,7 +30,7 @@ def measured(artifacts):
     readme = artifacts / "README.md"
     readme.write_text(f"intro\n{variants.START}\nold\n{variants.END}\n")
     variants.main(["--artifacts", str(artifacts), "--readme", str(readme), "--limit", "24", "--rounds", "8",
-                   "--embed-sentences", "24"])
+                   "--embed-sentences", "24", "--http-block-s", "0.5"])
     return json.loads((artifacts / "results.json").read_text())
 
 
@@ -48,6 +48,9 @@ def test_every_variant_measured(measured):
             assert set(rows["onnx int8"]["domains"]) >= {"movies"}
             assert rows["onnx fp32"]["agreement_with_fp32"] == 1.0
     assert v["targets"]["onnx_fp32_within_1e-4"]
+    h = v["http_16_inputs_c8"]  # through a real service process
+    assert len(h["blocks"]["teacher"]) == len(h["blocks"]["student"]) == 3
+    assert h["ratio"] == pytest.approx(h["inputs_per_s"]["student"] / h["inputs_per_s"]["teacher"])
 
 
 def test_choice_is_the_fastest_within_budget(measured):
