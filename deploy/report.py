@@ -24,7 +24,9 @@ def line(r: dict) -> str:
             f"from the same image: {r['second_start_seconds']:.1f} s); SIGTERM with "
             f"{s['in_flight']} requests in flight: {s['answered_200']}/{s['in_flight']} answered, exit code "
             f"{s['exit_code']} after {s['drain_seconds']:.1f} s (grace {s['grace_seconds']:.0f} s); compose `api` "
-            f"ready through its published port in {r['compose_ready_seconds']:.1f} s. Results: `{r['path']}`.")
+            f"ready through its published port in {r['compose_ready_seconds']:.1f} s; the distillation Job's command, "
+            f"killed after its first checkpoint, resumed at step {r['job_resumed_at_step']} and finished. "
+            f"Results: `{r['path']}`.")
 
 
 def main(argv: list[str] | None = None) -> None:

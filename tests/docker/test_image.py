@@ -4,7 +4,8 @@ One container serves tiny random checkpoints and the real all-MiniLM-L6-v2 from 
 mounted read-only, on a read-only root filesystem; its answers are compared with the same
 checkpoints served on the host. A second container is stopped with SIGTERM while 16 accepted
 requests are in flight. The compose file's ``api`` service is brought up with podman-compose (or
-docker compose). Size and start-up times go to the results file named by DISTIL_IMAGE_RESULTS.
+docker compose), and the Kubernetes distillation Job's command is killed and resumed in the image.
+Size and start-up times go to the results file named by DISTIL_IMAGE_RESULTS.
 """
 
 from __future__ import annotations
@@ -250,6 +251,55 @@ def test_sigterm_under_load_answers_every_accepted_request(engine, image, models
         c.remove()
 
 
+def test_distillation_job_resumes_in_the_image(engine, image, tmp_path):
+    """The Job's command and arguments (deploy/k8s/distill) in the image, as its user: one CPU process
+    instead of 8 GPUs, a tiny teacher and corpus at the paths the Job reads. Killed after its first
+    checkpoint (a preemption), the same command resumes from the checkpoint volume and finishes."""
+    import random
+
+    from deploy.kustomize import render
+    from tests.fixtures import WORDS, write_tiny
+
+    job = next(d for d in render(ROOT / "deploy" / "k8s" / "distill") if d["kind"] == "Job")
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    args = dict(a.split("=", 1) for a in c["args"])
+    volumes = {"data": tmp_path / "data", "checkpoints": tmp_path / "checkpoints"}
+    teacher = volumes["data"] / Path(args["teacher"]).relative_to(mounts["data"])
+    write_tiny(teacher, "bert", "mlm", seed=1, layers=2, max_pos=64)
+    rng = random.Random(0)
+    (volumes["data"] / Path(args["corpus"]).relative_to(mounts["data"])).write_text(
+        "\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 40))) for _ in range(200)) + "\n")
+    volumes["checkpoints"].mkdir()
+    subprocess.run(["chmod", "-R", "a+rwX", str(tmp_path)], check=True)  # the pod's fsGroup does this
+    out = volumes["checkpoints"] / Path(args["train.out_dir"]).relative_to(mounts["checkpoints"])
+    command = ["--nproc_per_node=1" if a.startswith("--nproc_per_node=") else a for a in c["command"]]
+    small = ["max_length=32", "train.batch_size=8", "train.grad_accum=1", "train.max_steps=6",
+             "train.save_every=2", "train.device=cpu", "train.progress=false"]
+    name = f"distil-test-job-{os.getpid()}"
+    run = [engine, "run", "--name", name, *(a for n, p in volumes.items() for a in ("-v", f"{p}:{mounts[n]}")),
+           image, *command, *c["args"], *small]
+    subprocess.run([engine, "rm", "-f", name], capture_output=True)
+    first = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "checkpoint.pt").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subprocess.run([engine, "kill", name], capture_output=True)  # SIGKILL: no chance to clean up
+        first.wait(60)
+        assert (out / "checkpoint.pt").exists() and not (out / "final").exists(), "not killed mid-run"
+        subprocess.run([engine, "rm", "-f", name], capture_output=True)
+        second = subprocess.run(run, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    finally:
+        subprocess.run([engine, "rm", "-f", name], capture_output=True)
+    log = (out / "train.log").read_text()
+    resumed = [int(line.rsplit(" ", 1)[1]) for line in log.splitlines() if "resumed from" in line]
+    assert resumed and 0 < resumed[-1] < 6, log[-2000:]
+    assert (out / "final").is_dir() and "done at step 6" in log
+    RESULTS["job_resumed_at_step"] = resumed[-1]
+
+
 def compose_command(engine: str) -> list[str]:
     if engine == "podman":
         return [str(Path(sys.executable).parent / "podman-compose")]
@@ -276,7 +326,7 @@ def test_write_results(engine, image, request):
     assert request.session.testsfailed == 0, "a check above failed: no results written"
     out = os.environ.get("DISTIL_IMAGE_RESULTS")
     needed = {"size_bytes", "cold_start_seconds", "host_cold_start_seconds", "second_start_seconds", "sigterm",
-              "compose_ready_seconds"}
+              "compose_ready_seconds", "job_resumed_at_step"}
     assert needed <= RESULTS.keys(), f"missing: {needed - RESULTS.keys()}"
     version = subprocess.run([engine, "--version"], capture_output=True, text=True).stdout.strip()
     data = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "command": "make test-image",
