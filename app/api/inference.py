@@ -14,7 +14,6 @@ from fastapi.routing import APIRoute
 from ..backends import Backend, OutputSpec
 from ..core.errors import ClientDisconnected
 from ..core.service import Result, Service
-from .deps import Authorized
 from .record import RequestRecord
 from .schemas import ErrorBody
 
@@ -54,8 +53,10 @@ class _ReadRequest(Request):
 
 
 def inference_router(tag: str) -> APIRouter:
-    """A router for inference routes: API key required, errors documented, routes marked."""
-    return APIRouter(route_class=InferenceRoute, dependencies=[Authorized], responses=ERROR_RESPONSES, tags=[tag])
+    """A router for inference routes: errors documented, routes marked. The middleware checks the
+    API key of every marked route before reading its body; the routes take the service from the
+    request, not as a dependency: FastAPI solves each dependency level on every request."""
+    return APIRouter(route_class=InferenceRoute, responses=ERROR_RESPONSES, tags=[tag])
 
 
 def json_response(body: dict) -> Response:

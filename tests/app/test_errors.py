@@ -64,8 +64,9 @@ def test_unknown_model_404(client):
 
 
 def test_classify_without_head_400(client):
+    # The embedder has no classifier and no other entry serves classify for it (Service.backend_for).
     check_error(client.post("/classify", json={"inputs": "x", "model": "embedder"}), 400, "unsupported",
-                "no classification head")
+                "serves embed, and no other model is configured for classify")
 
 
 def test_too_many_inputs_413(client):

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from app.core.service import Status
 from app.main import create_app
+from bench.__main__ import wait_ready as wait_url_ready
 from tests.app.conftest import make_settings, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,15 +51,10 @@ def test_draining_refuses_new_work(ckpts):
 
 
 def _wait_ready(base: str, timeout: float = 60, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(log.read_text() if log else f"{base} not ready")
+    try:
+        wait_url_ready(base, None, timeout)
+    except SystemExit as e:  # the server's log says why
+        raise AssertionError(log.read_text() if log else str(e)) from None
 
 
 def _free_port() -> int:

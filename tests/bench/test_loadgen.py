@@ -179,7 +179,11 @@ def test_smoke_sweep_against_the_real_app(tmp_path):
     data = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert {r["level"]["model"] for r in data["results"]} == {"teacher", "student"}
     assert any(r["level"]["mode"] == "open" for r in data["results"])
-    assert all(r["ok"] > 0 and not r["errors"] for r in data["results"]), [r["errors"] for r in data["results"]]
+    # Every request answered; closed-loop levels always send (an open-loop level at a slow machine's
+    # low rate may schedule no arrival inside its half second).
+    results = data["results"]
+    assert all(r["ok"] == r["sent"] and not r["errors"] for r in results), [r["errors"] for r in results]
+    assert all(r["ok"] > 0 for r in data["results"] if r["level"]["mode"] == "closed")
     # The service ran on this machine: every level splits its CPU time, client vs service. Over the
     # run each side did work (HTTP on the event loop, forwards on the model threads), so a split that
     # read the wrong process or thread shows up as a zero. (Per level, /proc's 10 ms ticks can

@@ -10,7 +10,7 @@ from fastapi import Request, Response
 
 from ...backends import Backend, OutputSpec
 from ...core.service import Service
-from ..deps import ServiceDep
+from ..deps import service_of
 from ..inference import infer, inference_router, json_response, until_disconnect
 from ..record import RequestRecord
 from ..schemas import CompareRequest, CompareResponse
@@ -41,7 +41,8 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 @router.post("/compare", response_model=CompareResponse,
              summary="Teacher vs student: outputs, latency, agreement and speed-up")
-async def compare(body: CompareRequest, request: Request, service: ServiceDep) -> Response:
+async def compare(body: CompareRequest, request: Request) -> Response:
+    service = service_of(request)
     chosen = {"student": _pick(service, body.student, "student", body.task),
               "teacher": _pick(service, body.teacher, "teacher", body.task)}
     out: dict = {"task": body.task}

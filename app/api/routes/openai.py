@@ -9,7 +9,7 @@ from fastapi import Request, Response
 
 from ...backends import OutputSpec
 from ...core.errors import InvalidInput, Unsupported
-from ..deps import ServiceDep
+from ..deps import service_of
 from ..inference import infer, inference_router, json_response
 from ..schemas import TOKEN_IDS_UNSUPPORTED, OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
 
@@ -30,7 +30,8 @@ def _texts(inp: str | list) -> list[str]:
 
 @router.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse,
              summary="OpenAI-compatible embeddings")
-async def embeddings(body: OpenAIEmbeddingRequest, request: Request, service: ServiceDep) -> Response:
+async def embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Response:
+    service = service_of(request)
     texts = _texts(body.input)
     backend = service.backend_for("embed", body.model)
     result = await infer(request, service, backend, texts, True, OutputSpec("embed", backend.default_pooling))
