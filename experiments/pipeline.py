@@ -98,7 +98,7 @@ class PipelineConfig:
         max_length=64, train=_task_train(epochs=1, lr=1e-4)))
     general: DistillConfig = field(default_factory=lambda: DistillConfig(
         max_length=64, alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=1.0, alpha_pooled_cos=2.0, freeze_embeddings=True,
-        train=TrainConfig(max_steps=150, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
+        train=TrainConfig(max_steps=100, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
                           log_every=10)))
     # Hidden states layer by layer (each student layer toward the teacher layer it was copied from)
     # and the pooled sentence embedding; the word embeddings are all-MiniLM-L6-v2's and stay so.

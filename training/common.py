@@ -21,6 +21,13 @@ from .trainer import Batch
 log = logging.getLogger("training")
 
 
+def use_threads(threads: int | None) -> None:
+    """The configured torch threads for this process, from the start of a command (a command scores data
+    before its Trainer exists; two OpenMP threads on a busy 2-core machine run several times slower than one)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 class Frozen:
     """A frozen model owned by one training command: eval mode, no gradients, and it follows its
     inputs to their device (moved once, on first use). Not an nn.Module attribute of the trained

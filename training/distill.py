@@ -13,7 +13,7 @@ import model
 from model.pooling import mean_pool
 
 from . import objective
-from .common import Frozen, SequenceData, export, maybe_freeze_embeddings
+from .common import Frozen, SequenceData, export, maybe_freeze_embeddings, use_threads
 from .config import DistillConfig, to_dict
 from .data import chunk_corpus, collate, padding_fraction, read_texts
 from .init import init_student
@@ -58,6 +58,7 @@ def weights_of(cfg: DistillConfig) -> objective.GeneralWeights:
 
 
 def run_distill(cfg: DistillConfig) -> dict[str, float]:
+    use_threads(cfg.train.threads)
     tr = cfg.train
     loaded = model.load(cfg.teacher)
     teacher_has_mlm = loaded.task == "mlm"
