@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from .__main__ import _free_port, stop_server, wait_ready
-from .report import write_section
+from .readme import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"int_body_s": 0.2, "int_body_bytes": 4096, "health_max_ms": 50.0, "rss_growth_mb": 50.0,

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 from .loadgen import LeanClient, percentile
-from .report import write_section
+from .readme import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = (("/classify", 0.40), ("/embed", 0.25), ("/v1/embeddings", 0.20), ("/compare", 0.15))
