@@ -305,11 +305,12 @@ def race(args: argparse.Namespace) -> dict:
                 "foreign_cores": statistics.median(b["foreign_cores"] for b in bs),
                 "load_average": statistics.median(b.get("load_average", float("nan")) for b in bs),
                 "blocks": [{k: b[k] for k in ("round", "latency_ms", "inputs_per_s", "sent", "ok", "errors",
-                                              "foreign_cores", "extra")} for b in bs],
+                                              "foreign_cores", "load_average", "extra")} for b in bs],
             }
         results.append(row)
     environment["peers"] = _peer_versions(venv)
-    return {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": str(folder), "texts": source,
+    return {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "model": str(folder),
+            "source": (folder / ".copied").read_text().strip(), "texts": source,
             "sentences": len(race_texts), "rounds": args.rounds, "block_s": args.block_s,
             "levels": [asdict(lv) for lv in LEVELS], "environment": environment, "results": results}
 

@@ -90,16 +90,16 @@ def section(data: dict, out: str) -> str:
     e = data["environment"]
     peers = e.get("peers", {})
     foreign = [lv["foreign_cores"] for r in data["results"] for lv in r["levels"].values()]
-    loads = [b["load_average"] for r in data["results"] for lv in r["levels"].values() for b in lv["blocks"]
-             if "load_average" in b]
-    load_note = (f" The 1-minute load average during the blocks was {min(loads):.1f} to {max(loads):.1f} (median "
+    loads = [lv["load_average"] for r in data["results"] for lv in r["levels"].values() if "load_average" in lv]
+    load_note = (f" The 1-minute load average (median per engine and level) was {min(loads):.1f} to {max(loads):.1f} "
+                 f"(median "
                  f"{sorted(loads)[len(loads) // 2]:.1f}) on {e.get('cores')} cores: every number here was measured "
                  "on an oversubscribed machine." if loads else "")
     lines = [
         f"Measured by `make bench-peers` on {data['created']} ({e.get('cpu')}, {e.get('cores')} cores; "
         f"torch {e.get('torch')}; infinity-emb {peers.get('infinity-emb', '?')} with optimum "
         f"{peers.get('optimum', '?')}, onnxruntime {peers.get('onnxruntime', '?')}, torch {peers.get('torch', '?')}). "
-        f"Every server serves `{Path(data['model']).name}`; one lean client, `/v1/embeddings`, "
+        f"Every server serves `{Path(data.get('source', data['model'])).name}`; one lean client, `/v1/embeddings`, "
         f"{data['rounds']} rounds of {data['block_s']:.0f}-second blocks per engine and level, engines "
         f"alternating (order rotated each round); medians of the blocks. Fidelity: min and mean cosine of each "
         f"engine's vectors to transformers' fp32 model with mean pooling, over the race's {data['sentences']} "
