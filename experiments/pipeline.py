@@ -169,7 +169,8 @@ def load_data(cfg: PipelineConfig, work: Path) -> Data:
 
 # -- training stages --------------------------------------------------------------------------------
 def _train(tc: TrainConfig, out: Path, seed: int, threads: int | None) -> TrainConfig:
-    return replace(tc, out_dir=str(out), seed=seed, threads=threads)
+    # resume: a stage stopped after its last checkpoint continues from it (same configuration only).
+    return replace(tc, out_dir=str(out), seed=seed, threads=threads, resume=True)
 
 
 # How a run is carried out, not what it computes: a finished run that differs only in these is reused.
