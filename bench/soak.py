@@ -47,7 +47,8 @@ def bad_requests(model: str, max_inputs: int) -> list[tuple[str, bytes, tuple[in
         ("/embed", b'{"inputs": ["a",', (422,)),
         ("/classify", j({"inputs": "x", "model": "no-such-model"}).encode(), (404,)),
         ("/embed", j({"inputs": ["x"] * (max_inputs + 1), "model": model}).encode(), (413,)),
-        ("/embed", j({"inputs": "word " * 2000, "model": model, "truncate": False}).encode(), (422,)),
+        # over the max length: 422, or 429 first while the model is saturated (refused before tokenizing)
+        ("/embed", j({"inputs": "word " * 2000, "model": model, "truncate": False}).encode(), (422, 429)),
         ("/v1/embeddings", j({"input": [[1, 2, 3]], "model": model}).encode(), (400,)),
         ("/compare", j({"inputs": "x", "task": "neither"}).encode(), (422,)),
         ("/embed", j({"inputs": "x", "bogus": True}).encode(), (422,)),

@@ -28,9 +28,9 @@ from .metrics import Metrics, ModelMetrics
 log = logging.getLogger("app.engine")
 
 
-# New work is refused (429) while the latest forward's inputs had waited longer than this share
-# of the request deadline (Batcher._saturated).
-SHED_WAIT_SHARE = 0.5
+# New work is refused (429) while the oldest unanswered input has waited longer than this share of
+# the request deadline (Batcher._saturated): /compare and long inputs need the rest.
+SHED_WAIT_SHARE = 0.4
 
 
 def retry_after_seconds(queued: int, per_second: float) -> int:
@@ -76,7 +76,7 @@ class Batcher:
         self._expected = 0  # inputs being tokenized: the only ones worth waiting for
         self._tokens = 0  # real tokens of the queued inputs (max_queue_tokens)
         self._closed = False  # abort_queued() ran: nothing new is taken
-        self._wait = 0.0  # how long the inputs of the latest forward waited in the queue
+        self._in_progress: float | None = None  # when the oldest input of the window being run was queued
 
     # -- event-loop side -------------------------------------------------------------
     def start(self) -> None:
@@ -117,15 +117,20 @@ class Batcher:
             retry_after=retry_after_seconds(len(self._queue), self._rate))
 
     def _saturated(self, n: int) -> Overloaded | None:
-        """Inputs now wait in the queue for more than SHED_WAIT_SHARE of the deadline: new ones
-        would likely time out (504) after costing tokenization and a queue slot, so they are
-        refused at once (429) until the wait comes down. An empty queue always takes work."""
-        if not self._queue or self._wait <= SHED_WAIT_SHARE * self.s.request_timeout_s:
+        """The oldest input not yet answered (queued, or in the window being run) has waited over
+        SHED_WAIT_SHARE of the deadline: new inputs would likely time out (504) after costing
+        tokenization and a queue slot, so they are refused at once (429). Measured now, from the
+        inputs themselves, so it clears as soon as the backlog does."""
+        # A departed client's input waits for nobody: the first live one counts.
+        head = next((it.enqueued for it in self._queue if not it.cancelled), None)
+        times = [t for t in (head, self._in_progress) if t is not None]
+        waited = time.perf_counter() - min(times) if times else 0.0
+        if waited <= SHED_WAIT_SHARE * self.s.request_timeout_s:
             return None
         self.m.dropped("saturated").inc(n)
-        return Overloaded(f"model {self.backend.name!r} is saturated: inputs wait {self._wait:.1f} s in its queue "
+        return Overloaded(f"model {self.backend.name!r} is saturated: its oldest input has waited {waited:.1f} s "
                           f"(request deadline {self.s.request_timeout_s:g} s); retry later",
-                          retry_after=max(1, math.ceil(self._wait)))
+                          retry_after=max(1, math.ceil(waited / 2)))
 
     def reserve(self, n: int) -> None:
         """n inputs are about to be tokenized for this model and submitted soon; refused (429)
@@ -248,20 +253,20 @@ class Batcher:
                 if it.cancelled:
                     self.m.dropped("cancelled").inc()
                 elif now > it.deadline:
-                    self._wait = max(self._wait, time.perf_counter() - it.enqueued)
                     self.m.dropped("deadline").inc()
                     self._fail(it, DeadlineExceeded("the request's deadline passed while it was queued"))
                 else:
                     live.append(it)
+            self._in_progress = min((it.enqueued for it in live), default=None)
             for group in self._split(live):
                 self._forward(group)
+            self._in_progress = None
 
     def _forward(self, group: list[Item]) -> None:
         start = time.perf_counter()
         for it in group:
             it.queue_s = start - it.enqueued
             self.m.queue_wait.observe(it.queue_s)
-        self._wait = max(it.queue_s for it in group)
         try:
             out = self.compute.call(self.backend.forward, [it.ids for it in group], [it.spec for it in group])
         except Exception as e:  # a broken batch fails its own requests, never the worker

@@ -169,9 +169,9 @@ def test_non_finite_output_fails_alone(bad):
 
 
 def test_a_saturated_queue_refuses_new_work():
-    """Twelve inputs, one 0.1 s forward each, a 1 s deadline: once inputs wait more than half the
-    deadline, new work is refused at once (429) instead of queued to time out; taken again once
-    the queue has drained."""
+    """Twelve inputs, one 0.1 s forward each, a 1 s deadline: once the oldest has waited longer than
+    SHED_WAIT_SHARE of the deadline, new work is refused at once (429) instead of queued to time
+    out; taken again once the backlog is gone."""
     async def go():
         s = Settings(models=[ModelSpec(name="a", path=Path("/x"), role="student")], device="cpu",
                      max_batch_size=1, request_timeout_s=1.0)
