@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import re
 import statistics
@@ -209,12 +210,19 @@ def _pct(x: float | None) -> str:
 
 def markdown(v: dict) -> str:
     m = v["machine"]
+    load = m.get("load_average")
+    missing = v.get("missing") or []
     lines = [
-        f"Measured by `make models` (its last step, `python -m experiments.variants`) on {v['created']} "
-        f"({m['cpu']}, {m['threads']} torch threads, onnxruntime {m['onnxruntime']}); each variant loaded as the "
+        f"Measured by `{v.get('command', 'python -m experiments.variants')}` on {v['created']} "
+        f"({m['cpu']}, {m['threads']} torch threads, onnxruntime {m['onnxruntime']}"
+        + (f"; 1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end" if load else "")
+        + "); each variant loaded as the "
         f"service loads it. Budget for a variant: ≤ {100 * MAX_ACCURACY_LOSS:.1f} point accuracy loss against its own "
         f"fp32 model (in-domain and out-of-domain mean) and mean embedding cosine ≥ {MIN_COSINE} to it; the "
-        "fastest variant within it (batch-32 throughput) is what `make serve` serves (artifacts/serve.json).",
+        "fastest variant within it (batch-32 throughput) is what `make serve` serves (artifacts/serve.json)."
+        + (f" Not measured (not in the artifacts folder then): {', '.join(missing)}." if missing else "")
+        + (f" {v['note']}" if v.get("note") else ""),  # how a run by hand differed from make models'
+
         "",
         "| model | variant | movie reviews (in-domain) | out-of-domain mean | agreement with fp32 "
         "| embedding cosine to fp32 (mean / min) | batch-1 latency (ms) | batch-32 inputs/s | within budget |",
@@ -287,10 +295,13 @@ def run(artifacts: Path, limit: int | None = None, rounds: int = 200, n_embed: i
                            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
                "budget": {"max_accuracy_loss": MAX_ACCURACY_LOSS, "min_embedding_cosine": MIN_COSINE},
                "models": {}, "chosen": {}}
+    v["machine"]["load_average"] = [os.getloadavg()[0]]
+    v["missing"] = []
     for name in CLASSIFIERS + EMBEDDERS:
         path = artifacts / name
         if not path.is_dir():
             log.warning("%s missing: skipped", path)
+            v["missing"].append(name)
             continue
         t0 = time.perf_counter()
         kind = "classifier" if name in CLASSIFIERS else "embedder"
@@ -298,6 +309,7 @@ def run(artifacts: Path, limit: int | None = None, rounds: int = 200, n_embed: i
         v["chosen"][name] = choose(v["models"][name])
         print(f"[variants] {name}: {time.perf_counter() - t0:.0f} s, serving {v['chosen'][name]}", file=sys.stderr,
               flush=True)
+    v["machine"]["load_average"].append(os.getloadavg()[0])
     v["targets"] = targets(v)
     if http and {"teacher", "student"} <= set(v["models"]):
         h = v["http_16_inputs_c8"] = http_ratio(artifacts, short, block_s=http_block_s)
@@ -316,11 +328,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--embed-sentences", type=int, default=500)
     p.add_argument("--http-block-s", type=float, default=4.0,
                    help="seconds per block of the HTTP comparison (0: skip it)")
+    p.add_argument("--json", type=Path, help="also write the measurements here (a results file kept in the repo)")
+    p.add_argument("--report-only", type=Path, metavar="JSON", help="rewrite the README section from this file")
     args = p.parse_args(argv)
+    if args.report_only:
+        block = markdown(json.loads(args.report_only.read_text()))
+        if args.readme:
+            write_readme(args.readme, block)
+        print(block)
+        return
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
     for name in ("experiments.variants", "model.export"):  # ours; the quantizer logs every tensor at INFO
         logging.getLogger(name).setLevel(logging.INFO)
     v = run(args.artifacts, args.limit, args.rounds, args.embed_sentences, args.http_block_s > 0, args.http_block_s)
+    v["command"] = " ".join(["python -m experiments.variants", *(sys.argv[1:] if argv is None else argv)])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(v, indent=2) + "\n")
     results_file = args.artifacts / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     results["variants"] = v
