@@ -68,7 +68,8 @@ def test_serve_json_and_readme(artifacts, measured):
             == chosen["student_embedder"])
     assert "backend" not in entries["elsewhere"]
     text = (artifacts / "README.md").read_text()
-    assert "old" not in text and "| student | onnx int8" in text and "(served)" in text
+    assert "\nold\n" not in text and "| student | onnx int8" in text and "(served)" in text
+    assert "Not measured (not in the artifacts folder then): teacher_embedder." in text
 
 
 def test_budget():
