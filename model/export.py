@@ -202,7 +202,14 @@ def export(checkpoint: str | Path, precision: str = "fp32", force: bool = False)
 
     module = load(checkpoint)  # also checks the checkpoint itself, with its own clear errors
     names = output_names(module)
-    cache.mkdir(exist_ok=True)
+    try:
+        cache.mkdir(exist_ok=True)
+        (cache / ".writable").touch()
+        (cache / ".writable").unlink()
+    except OSError as e:  # a read-only model mount (the container): the export must be built beforehand
+        raise ExportError(f"{cache}: cannot write the {precision} export there ({e}); build it ahead of time "
+                          f"where the checkpoint is writable: `python -m model.export {checkpoint} "
+                          f"--precision {precision}`") from e
     t0 = time.perf_counter()
     if precision == "fp32":
         cfg = module.config

@@ -119,3 +119,10 @@ def test_command_line(tmp_path, capsys):
     assert "int8.onnx" in out and "outputs last_hidden_state, logits" in out
     assert (path / "onnx" / "fp32.onnx").is_file() and (path / "onnx" / "int8.onnx").is_file()
     assert np.isfinite(_run(export(path, "int8"), *_inputs(2, 6, seed=2))[1].numpy()).all()
+
+
+def test_read_only_checkpoint_without_export(tmp_path):
+    path = write_tiny(tmp_path / "ckpt", "bert", "base", seed=1, layers=1)
+    (path / "onnx").write_text("a file where the cache folder would go")  # as unwritable as a read-only mount
+    with pytest.raises(ExportError, match=r"cannot write the fp32 export there .*python -m model.export"):
+        export(path, "fp32")
