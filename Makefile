@@ -32,7 +32,7 @@ assets: install
 system-deps:
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
 	    || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends \
 	    prometheus chromium chromium-driver; \
 	fi
@@ -44,7 +44,7 @@ system-deps:
 CONTAINER_PKGS := podman buildah fuse-overlayfs slirp4netns uidmap runc netavark aardvark-dns iptables mmdebstrap
 container-engine: install
 	@if ! docker info >/dev/null 2>&1 && command -v apt-get >/dev/null; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
 	  if ! dpkg -s $(CONTAINER_PKGS) >/dev/null 2>&1; then \
 	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends \
 	      $(CONTAINER_PKGS); \
@@ -100,10 +100,10 @@ ablation: install assets
 $(ARTIFACTS)/results.json:
 	$(MAKE) models
 
-# The main job: serve the default teacher and student, building them first if missing.
+# The main job: serve what make models chose (artifacts/serve.json: the classifiers, the embedders and
+# each one's backend/precision), building them first if missing.
 serve: install $(ARTIFACTS)/results.json
-	DISTIL_MODELS='[{"name":"student","path":"$(ARTIFACTS)/student","role":"student"},{"name":"teacher","path":"$(ARTIFACTS)/teacher","role":"teacher"}]' \
-	$(PY) -m app --host $(HOST) --port $(PORT)
+	DISTIL_CONFIG=$(ARTIFACTS)/serve.json $(PY) -m app --host $(HOST) --port $(PORT)
 
 report: install
 	$(PY) -m experiments.report --results $(ARTIFACTS)/results.json
