@@ -187,6 +187,7 @@ def http_ratio(artifacts: Path, texts: list[str], rounds: int = 3, block_s: floa
                                 stdout=log_file, stderr=subprocess.STDOUT)
     requests = [(texts[i:i + 16], 16) for i in range(0, len(texts) - 15, 16)]
     speeds: dict[str, list[float]] = {"teacher": [], "student": []}
+    errors: dict[str, dict[str, int]] = {"teacher": {}, "student": {}}  # e.g. 429 while the queue is saturated
     try:
         wait_ready(url, proc)
         for _ in range(rounds):
@@ -194,13 +195,13 @@ def http_ratio(artifacts: Path, texts: list[str], rounds: int = 3, block_s: floa
                 level = Level(name, "/classify", "short x16", "closed", concurrency=8, requests=100_000,
                               duration_s=block_s, warmup_requests=3)
                 s = asyncio.run(run_level(url, level, requests, client="lean"))
-                if s.errors:
-                    raise RuntimeError(f"{name}: errors {s.errors} (see {artifacts / 'variants-http.log'})")
-                speeds[name].append(s.inputs_per_s)
+                for k, n in s.errors.items():
+                    errors[name][k] = errors[name].get(k, 0) + n
+                speeds[name].append(s.inputs_per_s)  # answered inputs only
     finally:
         stop_server(proc)
     med = {n: statistics.median(v) for n, v in speeds.items()}
-    return {"inputs_per_s": med, "blocks": speeds, "ratio": med["student"] / med["teacher"],
+    return {"inputs_per_s": med, "blocks": speeds, "errors": errors, "ratio": med["student"] / med["teacher"],
             "concurrency": 8, "inputs_per_request": 16, "rounds": rounds, "block_s": block_s}
 
 
@@ -250,7 +251,8 @@ def markdown(v: dict) -> str:
             f"Through the service (one process, 16-input /classify requests at concurrency 8, {h['rounds']} "
             f"alternating blocks of {h['block_s']:.0f} s): int8 student {h['inputs_per_s']['student']:.0f} "
             f"inputs/s, fp32 teacher {h['inputs_per_s']['teacher']:.0f}: **{h['ratio']:.2f}×** (target ≥ 3×: "
-            f"{'✅' if t['http_ge_3x'] else '❌'}).")
+            f"{'✅' if t['http_ge_3x'] else '❌'}); refused or failed requests: "
+            + ", ".join(f"{n} {dict(e) or 'none'}" for n, e in h.get("errors", {}).items()) + ".")
     lines.append(
         f"ONNX fp32 against torch fp32 on the real weights: max |Δ| {t['onnx_fp32_max_abs_logit_diff'] or 0:.1e} "
         f"on logits, {t['onnx_fp32_max_abs_pooled_diff']:.1e} on pooled embeddings (target ≤ 1e-4: "
