@@ -169,20 +169,21 @@ def test_non_finite_output_fails_alone(bad):
 
 
 def test_a_saturated_queue_refuses_new_work():
-    """Twelve inputs, one 0.1 s forward each, a 1 s deadline: once the oldest has waited longer than
-    SHED_WAIT_SHARE of the deadline, new work is refused at once (429) instead of queued to time
-    out; taken again once the backlog is gone."""
+    """Sixty inputs, one 0.1 s forward each, a 5 s deadline: once the oldest has waited longer than
+    SHED_WAIT_SHARE of the deadline (2 s), new work is refused at once (429) instead of queued to time
+    out; taken again once the backlog is gone. Checked at 3 s: a second from either edge, so a loaded
+    machine's late wake-up does not move it out of the window."""
     async def go():
         s = Settings(models=[ModelSpec(name="a", path=Path("/x"), role="student")], device="cpu",
-                     max_batch_size=1, request_timeout_s=1.0)
+                     max_batch_size=1, request_timeout_s=5.0)
         compute = ComputeThread()
         engine = Engine(s, {"a": FakeBackend("a", delay_s=0.1)}, Metrics(1, 8192), compute)
         engine.start()
         batcher = engine.batchers["a"]
         try:
             spec = OutputSpec("embed")
-            tasks = [asyncio.create_task(engine.run("a", [[i + 1]], spec, 1.0)) for i in range(12)]
-            await asyncio.sleep(0.9)
+            tasks = [asyncio.create_task(engine.run("a", [[i + 1]], spec, 5.0)) for i in range(60)]
+            await asyncio.sleep(3.0)
             with pytest.raises(Overloaded, match="saturated"):
                 batcher.reserve(1)
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -143,7 +143,7 @@ def test_lone_surrogate_is_a_4xx(srv, path, field):
 def test_tokenization_has_its_own_executor_per_model_and_a_deadline(ckpts):
     """A model whose tokenization hangs neither starves another model nor holds its clients
     for ever: theirs get 504 at the request deadline."""
-    with live(make_settings(ckpts, warmup=False, request_timeout_s=3.0)) as s:
+    with live(make_settings(ckpts, warmup=False, request_timeout_s=10.0)) as s:
         backend = s.service.backends["student"]
         inner, hold = backend.tokenize, threading.Event()
 
