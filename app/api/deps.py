@@ -29,12 +29,7 @@ async def get_service(request: Request) -> Service:
     return service_of(request)
 
 
-async def get_settings(request: Request) -> Settings:
-    return service_of(request).settings
-
-
 ServiceDep = Annotated[Service, Depends(get_service)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def check_authorization(header: str, settings: Settings) -> None:

@@ -31,6 +31,8 @@ async def _both(steps) -> None:
     finally:
         for t in tasks:
             t.cancel()
+        # Collect the cancelled sibling's outcome, so no "exception was never retrieved" is logged.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _cosine(a: list[float], b: list[float]) -> float:

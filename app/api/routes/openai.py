@@ -34,10 +34,10 @@ async def embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Response
     service = service_of(request)
     texts = _texts(body.input)
     backend = service.backend_for("embed", body.model)
-    result = await infer(request, service, backend, texts, True, OutputSpec("embed", backend.default_pooling))
-    if body.dimensions is not None and body.dimensions != backend.hidden_size:
+    if body.dimensions is not None and body.dimensions != backend.hidden_size:  # refused before any work
         raise Unsupported(f"dimensions={body.dimensions} is not supported: model {backend.name!r} "
                           f"returns {backend.hidden_size}")
+    result = await infer(request, service, backend, texts, True, OutputSpec("embed", backend.default_pooling))
     data = []
     for i, v in enumerate(result.values):
         emb: list[float] | str = v
