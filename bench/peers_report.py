@@ -4,10 +4,9 @@ all generated from one race (bench/peers.py)."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-from .report import markers
+from .readme import write_section
 
 SECTION = "peers"
 FIDELITY_BAR = 0.99  # min cosine to the fp32 reference for "equal fidelity" (issue 13)
@@ -160,10 +159,5 @@ def write_all(data: dict, out: Path, readme: Path | None = None) -> None:
     (out / "peers.md").write_text("# Peer race\n\n" + text + "\n")
     plot(data, out)
     if readme is not None:
-        start, end = markers(SECTION)
-        body = readme.read_text()
-        if start not in body:
-            raise SystemExit(f"{readme} has no {start} ... {end} markers")
-        readme.write_text(re.sub(re.escape(start) + r".*?" + re.escape(end),
-                                 lambda _: f"{start}\n{text}\n{end}", body, flags=re.S))
+        write_section(readme, SECTION, text)
     print(text)

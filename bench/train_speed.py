@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 import model
-from experiments.report import write_readme
 from training import objective
 from training.init import init_student
 from training.masking import MaskingConfig, mask_tokens
+
+from .readme import write_section
 
 SIZES = {
     "tiny": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "intermediate_size": 128},
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     block = markdown(res)
     if args.readme:
-        write_readme(args.readme, block, "train-speed")
+        write_section(args.readme, "train-speed", block)
     print(block)
     return res
 

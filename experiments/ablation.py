@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from bench.env import cpu_model
+from bench.readme import write_section
 from training.data import read_labeled
 
 from .datasets import LABELS, write_splits
@@ -50,7 +51,6 @@ from .pipeline import (
     train_teacher,
     with_retention,
 )
-from .report import write_readme
 
 log = logging.getLogger("experiments.ablation")
 PLAIN = Recipe()
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     args.markdown.write_text(markdown(res))
     if args.readme:
-        write_readme(args.readme, readme_section(res), "ablation")
+        write_section(args.readme, "ablation", readme_section(res))
     print(markdown(res))
 
 

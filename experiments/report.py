@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
+
+from bench.readme import write_section
 
 NAMES = {"teacher": "Teacher: all-MiniLM-L6-v2 (BERT, 6 layers) fine-tuned",
          "student": "Student: DistilBERT, 3 layers, distilled",
@@ -106,16 +107,6 @@ def plot(res: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def write_readme(readme: Path, block: str, section: str = "results") -> None:
-    """Replace the text between the README's ``<!-- section:start/end -->`` markers with ``block``."""
-    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise SystemExit(f"{readme} has no {start} ... {end} markers")
-    new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{block}\n{end}", text, flags=re.S)
-    readme.write_text(new)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=Path("artifacts/results.json"))
@@ -125,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     res = json.loads(args.results.read_text())
     block = markdown(res)
     plot(res, args.plot)
-    write_readme(args.readme, block)
+    write_section(args.readme, "results", block)
     print(block)
 
 

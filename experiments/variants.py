@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import random
-import re
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ from app.backends import Backend, OutputSpec
 from app.backends.onnx import OnnxBackend
 from app.backends.torch import TorchBackend
 from app.settings import ModelSpec
+from bench.readme import markers, write_section
 
 from .assets import fetch
 from .datasets import load_news, load_ood, load_sentiment
@@ -44,7 +44,7 @@ EMBEDDERS = ("teacher_embedder", "student_embedder")
 MAX_ACCURACY_LOSS = 0.01  # 1.0 point, in-domain and out-of-domain mean
 MIN_COSINE = 0.98  # mean cosine of the sentence embeddings to the model's own fp32
 IN_DOMAIN = "movies"
-START, END = "<!-- variants:start -->", "<!-- variants:end -->"
+START, END = markers("variants")
 
 
 def _name(backend: str, precision: str) -> str:
@@ -260,14 +260,6 @@ def markdown(v: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(readme: Path, block: str) -> None:
-    text = readme.read_text()
-    if START not in text:
-        raise SystemExit(f"{readme} has no {START} ... {END} markers")
-    readme.write_text(re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{block}\n{END}",
-                             text, flags=re.S))
-
-
 def update_serve(serve_file: Path, chosen: dict[str, str]) -> dict:
     """Each serve.json entry whose checkpoint was measured gets its chosen backend and precision."""
     cfg = json.loads(serve_file.read_text())
@@ -336,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_only:
         block = markdown(json.loads(args.report_only.read_text()))
         if args.readme:
-            write_readme(args.readme, block)
+            write_section(args.readme, "variants", block)
         print(block)
         return
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -355,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         update_serve(args.artifacts / "serve.json", v["chosen"])
     block = markdown(v)
     if args.readme:
-        write_readme(args.readme, block)
+        write_section(args.readme, "variants", block)
     print(block)
 
 
