@@ -208,9 +208,11 @@ def main(argv: list[str] | None = None) -> None:
         try:
             wait_ready(url, proc)
             machine = environment.capture(httpx.get(f"{url}/info", timeout=10).json())
-            # A few comparisons first, so the live strip has latencies to draw.
+            # A few comparisons of each task first, so the live strip has latencies to draw for every model
+            # (make models serves distinct classifier and embedder entries).
             for _ in range(12):
-                httpx.post(f"{url}/compare", json={"inputs": SAMPLE, "task": "classify"}, timeout=60)
+                for task in ("classify", "embed"):
+                    httpx.post(f"{url}/compare", json={"inputs": SAMPLE, "task": task}, timeout=60)
             driver = chromium(1280, 800)
             try:
                 with blank_page() as blank:
