@@ -35,7 +35,10 @@ TEXTS = ["the movie was great and the plot was fine", "i hated it", "stocks fell
          "a kitten and a dog"]
 # Inputs that keep MiniLM busy for a few seconds when 16 requests of them are in flight at once (about
 # 4,500 tokens; far from the service's 30 s request timeout even on a shared 2-core machine).
-LONG = [" ".join(["the actors were really good but the story was not"] * 3) + f" {i}" for i in range(8)]
+# About 16 x 110 tokens per request: on a quiet 2-core machine 16 such requests take a few seconds, long enough
+# for all of them to be in flight at once (8 x 30 tokens finished before the 16th arrived), and still drain
+# well inside the grace period on a loaded one.
+LONG = [" ".join(["the actors were really good but the story was not"] * 11) + f" {i}" for i in range(16)]
 # What the engine itself creates in every container: mount points and the files it writes into /etc.
 ENGINE_PATHS = {"/etc", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run", "/models", "/tmp"}
 RESULTS: dict = {}
@@ -274,8 +277,11 @@ def test_distillation_job_resumes_in_the_image(engine, image, tmp_path):
     subprocess.run(["chmod", "-R", "a+rwX", str(tmp_path)], check=True)  # the pod's fsGroup does this
     out = volumes["checkpoints"] / Path(args["train.out_dir"]).relative_to(mounts["checkpoints"])
     command = ["--nproc_per_node=1" if a.startswith("--nproc_per_node=") else a for a in c["command"]]
-    small = ["max_length=32", "train.batch_size=8", "train.grad_accum=1", "train.max_steps=6",
-             "train.save_every=2", "train.device=cpu", "train.progress=false"]
+    # Enough steps that the kill lands mid-run on a quiet machine too (a tiny step takes milliseconds: with
+    # 6 steps the run had finished before the kill arrived).
+    steps = 400
+    small = ["max_length=32", "train.batch_size=8", "train.grad_accum=1", f"train.max_steps={steps}",
+             "train.save_every=10", "train.device=cpu", "train.progress=false"]
     name = f"distil-test-job-{os.getpid()}"
     run = [engine, "run", "--name", name, *(a for n, p in volumes.items() for a in ("-v", f"{p}:{mounts[n]}")),
            image, *command, *c["args"], *small]
@@ -295,8 +301,8 @@ def test_distillation_job_resumes_in_the_image(engine, image, tmp_path):
         subprocess.run([engine, "rm", "-f", name], capture_output=True)
     log = (out / "train.log").read_text()
     resumed = [int(line.rsplit(" ", 1)[1]) for line in log.splitlines() if "resumed from" in line]
-    assert resumed and 0 < resumed[-1] < 6, log[-2000:]
-    assert (out / "final").is_dir() and "done at step 6" in log
+    assert resumed and 0 < resumed[-1] < steps, log[-2000:]
+    assert (out / "final").is_dir() and f"done at step {steps}" in log
     RESULTS["job_resumed_at_step"] = resumed[-1]
 
 
