@@ -3,11 +3,14 @@ they are within the seed std, the default chosen on dev scores only."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 
-from experiments.ablation import PLAIN, ROWS, SEEDS, Row, _key, markdown, summarize
+from experiments.ablation import PLAIN, ROWS, SEEDS, Row, _key, choose, markdown, summarize
+from experiments.pipeline import Recipe
 
 
 def _run(row: Row, seed: int, dev_movies: float, dev_ood: float, test_movies: float, test_ood: float) -> dict:
@@ -53,3 +56,21 @@ def test_summary_calls_a_difference_within_the_seed_std_noise():
     assert "| small change | 1 | 97.5% (+0.5, noise)" in text
     assert "| big change | 1 | 93.0% (-4.0) | 99.0% (+3.0)" in text
     assert "97.0% ± 1.0" in text and "**big change**" in text
+
+
+def _entry(name: str, recipe, score: float) -> dict:
+    return {"name": name, "recipe": asdict(recipe), "dev": {"score": {"mean": score, "std": 0.0}}}
+
+
+def test_choice_keeps_the_students_size_and_never_picks_the_baseline():
+    rows = [_entry("plain", PLAIN, 0.90), _entry("wide", replace(PLAIN, layers=4), 0.99),
+            _entry("labels", replace(PLAIN, alpha=0.0), 0.95), _entry("aug", replace(PLAIN, augment=True), 0.92)]
+    assert choose(rows) == "aug"  # 4 layers misses the speed target; the baseline is not a candidate
+    assert choose(rows[:3]) == "plain"
+
+
+def test_make_models_uses_the_recipe_the_committed_ablation_chose():
+    res = json.loads((Path(__file__).resolve().parents[2] / "docs" / "ablation.json").read_text())
+    chosen = next(e for e in res["rows"] if e["name"] == choose(res["rows"]))
+    assert chosen["recipe"] == asdict(Recipe())
+    assert Recipe() != PLAIN  # the evidence moved the default off the reference recipe
