@@ -51,6 +51,13 @@ class _ReadRequest(Request):
     async def body(self) -> bytes:
         return self._read
 
+    async def json(self) -> Any:
+        # orjson: a nesting past its depth limit is a JSONDecodeError (422), where json.loads raises
+        # RecursionError (a 500); it also refuses NaN and lone surrogates, which no input needs.
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(self._read)
+        return self._json
+
 
 def inference_router(tag: str) -> APIRouter:
     """A router for inference routes: errors documented, routes marked. The middleware checks the

@@ -22,9 +22,10 @@ from ..core.errors import ClientDisconnected, ServiceError, TooManyInputs, Unava
 from ..core.metrics import ModelMetrics
 from ..core.service import Service, Status
 from .deps import check_authorization
-from .errors import SlowBody, render_exception
+from .errors import HeadersTooLarge, SlowBody, render_exception
 from .inference import InferenceRoute
 from .record import SCOPE_KEY, RequestRecord
+from .schemas import precheck_body
 
 access_log = logging.getLogger("app.access")
 
@@ -56,7 +57,9 @@ class RequestContext:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         rid, length, authorization = "", None, b""
+        header_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         for k, v in scope["headers"]:
+            header_bytes += len(k) + len(v) + 4
             if k == b"x-request-id":
                 rid = v.decode("latin-1")[:128]
             elif k == b"content-length":
@@ -85,15 +88,20 @@ class RequestContext:
 
         try:
             try:
+                if header_bytes > self.service.settings.max_header_bytes:
+                    raise HeadersTooLarge(f"the request line and headers take {header_bytes:,} bytes, over the "
+                                          f"{self.service.settings.max_header_bytes:,}-byte limit")
                 if record.inference:
                     # The key before the body: an unauthenticated client costs no buffering or parsing.
                     check_authorization(authorization.decode("latin-1"), self.service.settings)
                     if self.service.status == Status.DRAINING:
                         raise Unavailable("the service is shutting down; retry on another replica")
                 body = await self._read_body(scope, receive, length)
+                if record.inference and body:
+                    precheck_body(body, self.service.settings.max_client_batch_size)
             except ServiceError as e:
                 response = render_exception(e, record)
-                if isinstance(e, SlowBody):  # the rest of its body may still come: do not read on
+                if isinstance(e, SlowBody | HeadersTooLarge):  # the rest of its body may still come: do not read on
                     response.headers["connection"] = "close"
                 await response(scope, receive, send_with_headers)
                 return

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..core.errors import Unsupported
+from ..core.errors import InvalidInput, Unsupported
 
 Inputs = str | list[str]
 TOKEN_IDS_UNSUPPORTED = ("token-id input is not supported (ids of OpenAI's tokenizer do not map onto WordPiece); "
                          "send strings")
+
+
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')  # a JSON string literal, escapes included
+SCAN_FROM_BYTES = 65_536  # below this, parsing costs less than a millisecond: nothing to guard
+
+
+def precheck_body(body: bytes, max_inputs: int) -> None:
+    """Refuse, before parsing, a large body holding more JSON values than any request can: parsing a
+    2 MB array of numbers builds a million objects and holds the event loop (and /health) for
+    tens of milliseconds, a scan of the bytes costs a few. Values are counted by the commas and
+    opening brackets outside string literals, so long texts (which are cut later) pass."""
+    if len(body) < SCAN_FROM_BYTES:
+        return
+    bare = _STRING.sub(b'""', body)
+    values = bare.count(b",") + bare.count(b"[") + bare.count(b"{")
+    limit = 4 * max_inputs + 256  # the inputs, every field of any request, and room to spare
+    if values > limit:
+        raise InvalidInput(f"the body holds {values:,} JSON values outside strings; no request needs more than "
+                           f"{limit:,}: inputs takes at most {max_inputs} strings (token ids are not supported)")
 
 
 def _json_type(x: object) -> str:

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
@@ -93,13 +94,44 @@ def test_huge_integer_list_to_openai_route_is_bounded(srv):
 
 
 def test_many_unknown_fields_give_one_short_error(srv):
-    fields = b",".join(b'"k%d": %d' % (i, i) for i in range(100_000))
+    fields = b",".join(b'"k%d": %d' % (i, i) for i in range(4_000))
     body = b'{"inputs": "x", ' + fields + b"}"
-    assert len(body) < 2_000_000
+    assert len(body) < 65_536  # under the byte scan: the parsed body's own check answers
     r = httpx.post(f"{srv.base}/classify", content=body, headers={"content-type": "application/json"}, timeout=60)
     err = check_error(r, (422,), "validation")
     assert len(r.content) <= 4096
     assert "k0" in err["error"]
+
+
+@pytest.mark.parametrize("body", [
+    b'{"inputs": "x", "junk": [' + b"null," * 300_000 + b"null]}",  # bulk values in a field nobody reads
+    b'{"inputs": ' + b"[" * 500_000 + b"]" * 500_000 + b"}",  # nesting far past any parser's depth
+    b'{"inputs": "x", ' + b",".join(b'"k%d": {}' % i for i in range(100_000)) + b"}",  # 100,000 fields
+])
+def test_bulk_values_are_refused_from_the_bytes_before_parsing(srv, body):
+    assert 65_536 < len(body) < 2_000_000
+    r = httpx.post(f"{srv.base}/classify", content=body, headers={"content-type": "application/json"}, timeout=60)
+    err = check_error(r, (422,), "validation")
+    assert len(r.content) <= 4096 and "JSON values outside strings" in err["error"] and "inputs" in err["error"]
+
+
+def test_punctuation_inside_long_strings_is_not_counted(srv):
+    """The scan counts values outside string literals only: 64 long texts full of commas, brackets
+    and escaped quotes (a 200 KB body) are a valid request."""
+    text = 'a, [b], {c}, "d" \\ e, ' * 120
+    body = orjson.dumps({"inputs": [text] * 64, "model": "student"})
+    assert len(body) > 65_536 and body.count(b",") > 20_000
+    r = httpx.post(f"{srv.base}/classify", content=body, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    assert len(r.json()["predictions"]) == 64
+
+
+def test_nesting_past_the_parsers_depth_is_a_422_like_other_malformed_json(srv):
+    body = b'{"inputs": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"  # small: under the byte scan
+    assert len(body) < 65_536
+    for path in ("/classify", "/v1/embeddings"):
+        check_error(httpx.post(f"{srv.base}{path}", content=body, headers={"content-type": "application/json"},
+                               timeout=30), (422,), "validation")
 
 
 def test_many_wrong_typed_inputs_give_a_capped_error(srv):
