@@ -120,6 +120,7 @@ def uvicorn_config(app, settings: Settings) -> uvicorn.Config:
         timeout_graceful_shutdown=settings.graceful_timeout_s,  # type: ignore[arg-type]
         limit_concurrency=settings.limit_concurrency,
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
+        http=settings.http, h11_max_incomplete_event_size=settings.max_header_bytes,
     )
 
 

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(default=15.0, gt=0, description="a request body must arrive within this")
     limit_concurrency: int | None = Field(default=256, ge=1, description="connections before 503")
     keep_alive_s: float = Field(default=5.0, gt=0, description="idle keep-alive connections closed after this")
+    max_header_bytes: int = Field(default=16_384, ge=1024, description="request line and headers larger than "
+                                  "this: 431 (with http=h11 also refused while they arrive)")
+    # The HTTP parser: httptools (auto's choice when installed) is the faster; h11 also bounds headers
+    # that trickle in, with max_header_bytes as its incomplete-event limit.
+    http: Literal["auto", "h11", "httptools"] = "auto"
 
     api_key: str | None = None
     auth_open_metrics: bool = True  # /health, /ready, /metrics stay open when an api_key is set

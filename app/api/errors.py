@@ -23,6 +23,10 @@ class SlowBody(core.ServiceError):
     """The request body did not arrive within ``body_timeout_s`` (an HTTP-layer concern)."""
 
 
+class HeadersTooLarge(core.ServiceError):
+    """The request line and headers exceed ``max_header_bytes`` (an HTTP-layer concern)."""
+
+
 log = logging.getLogger("app.errors")
 
 # Most specific first: the first class the exception is an instance of wins.
@@ -33,6 +37,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (core.Unsupported, 400, "unsupported"),
     (Unauthorized, 401, "unauthorized"),
     (SlowBody, 408, "timeout"),
+    (HeadersTooLarge, 431, "payload_too_large"),
     (core.Overloaded, 429, "overloaded"),
     (core.Unavailable, 503, "overloaded"),
     (core.LoadFailed, 503, "internal"),

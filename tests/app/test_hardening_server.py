@@ -192,6 +192,36 @@ def test_connection_limit(ckpts, tmp_path):
                    timeout=10, what="served again under the limit")
 
 
+def test_oversized_headers_are_a_431_and_trickled_ones_are_cut_with_h11(ckpts, tmp_path):
+    env = {"DISTIL_HTTP": "h11", "DISTIL_MAX_HEADER_BYTES": "4096"}
+    with serve_process(tmp_path, _model(ckpts["student"], role="student"), env) as p:
+        r = httpx.post(f"{p.base}/embed", json={"inputs": "ok"}, headers={"x-note": "n" * 8000})
+        assert r.status_code == 431 and r.json()["error_type"] == "payload_too_large", r.text
+        assert "4,096-byte limit" in r.json()["error"]
+        assert httpx.post(f"{p.base}/embed", json={"inputs": "ok"}, headers={"x-note": "n" * 2000}).status_code == 200
+        # Headers that never end, a kilobyte at a time: h11 stops buffering at the limit.
+        sock = raw_request(port_of(p.base), "GET /health HTTP/1.1\r\nHost: t\r\n", b"")
+        answer, sent = b"", 0
+        try:
+            while sent < 64:
+                readable, _, _ = select.select([sock], [], [], 0.05)
+                if readable:
+                    sock.settimeout(5)
+                    while chunk := sock.recv(65536):
+                        answer += chunk
+                    break
+                sock.sendall(b"x-pad-%d: %s\r\n" % (sent, b"p" * 1000))
+                sent += 1
+        except OSError:  # closed under us
+            pass
+        finally:
+            sock.close()
+        assert sent < 64, "64 KB of headers were buffered past a 4 KB limit"
+        if answer:
+            assert answer.startswith(b"HTTP/1.1 4"), answer[:200]
+        assert httpx.get(f"{p.base}/health").status_code == 200
+
+
 def test_empty_api_key_refused_at_start_up(ckpts, tmp_path):
     with serve_process(tmp_path, _model(ckpts["student"], role="student"), {"DISTIL_API_KEY": ""},
                        wait=None) as p:
