@@ -7,6 +7,8 @@ alike); a new domain exception gets its status by one line in ``STATUS``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -105,7 +107,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        return render(422, "validation", _describe(exc.errors()), record=RequestRecord.of(request))
+        return render_validation(exc.errors(), RequestRecord.of(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -115,7 +117,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        record = RequestRecord.of(request)
-        rid = record.request_id if record else "-"
-        log.exception("unhandled error, request_id=%s", rid)
-        return render(500, "internal", f"internal error (request id {rid})", record=record)
+        return render_unexpected(RequestRecord.of(request))
+
+
+def render_validation(errors: Sequence[Any], record: RequestRecord | None) -> Response:
+    return render(422, "validation", _describe(list(errors)), record=record)
+
+
+def render_unexpected(record: RequestRecord | None) -> Response:
+    """A bug, not a client error: logged with its traceback (call from an except block)."""
+    rid = record.request_id if record else "-"
+    log.exception("unhandled error, request_id=%s", rid)
+    return render(500, "internal", f"internal error (request id {rid})", record=record)

@@ -4,12 +4,15 @@ and ``infer``, the steps from texts to results with the request's record kept up
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar, get_type_hints
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel
 
 from ..backends import Backend, OutputSpec
 from ..core.errors import ClientDisconnected
@@ -57,6 +60,32 @@ class _ReadRequest(Request):
         if not hasattr(self, "_json"):
             self._json = orjson.loads(self._read)
         return self._json
+
+
+@dataclass(frozen=True)
+class DirectRoute:
+    """An inference route the middleware calls itself for a JSON body: the endpoint and its body
+    model, without Starlette's routing, FastAPI's dependency solving and its exception stack (two
+    fifths of the event loop's time per small request). The route stays registered: the OpenAPI
+    schema, and any request the middleware does not take (another content type), go through FastAPI."""
+
+    endpoint: Callable[[Any, Request], Awaitable[Response]]
+    body: type[BaseModel]
+
+
+def direct_routes(routes: Iterable[Any]) -> dict[str, DirectRoute]:
+    """POST path -> DirectRoute for every inference route whose endpoint is ``(body, request)``."""
+    out = {}
+    for context in iter_route_contexts(routes):
+        route = context.original_route
+        if not isinstance(route, InferenceRoute) or route.methods != {"POST"}:
+            continue
+        if list(inspect.signature(route.endpoint).parameters) != ["body", "request"]:
+            continue
+        model = get_type_hints(route.endpoint)["body"]
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            out[context.path] = DirectRoute(route.endpoint, model)
+    return out
 
 
 def inference_router(tag: str) -> APIRouter:

@@ -15,15 +15,16 @@ import random
 import time
 import uuid
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from pydantic import ValidationError
 from fastapi.routing import iter_route_contexts
 
 from ..core.errors import ClientDisconnected, ServiceError, TooManyInputs, Unavailable
 from ..core.metrics import ModelMetrics
 from ..core.service import Service, Status
 from .deps import check_authorization
-from .errors import HeadersTooLarge, SlowBody, render_exception
-from .inference import InferenceRoute
+from .errors import HeadersTooLarge, SlowBody, render_exception, render_unexpected, render_validation
+from .inference import DirectRoute, InferenceRoute, direct_routes
 from .record import SCOPE_KEY, RequestRecord
 from .schemas import precheck_body
 
@@ -39,6 +40,7 @@ class RequestContext:
         self.service = service
         self.fastapi_app = fastapi_app
         self._inference_paths: frozenset[str] | None = None
+        self._direct: dict[str, DirectRoute] | None = None
         self._unrouted = service.metrics.bind("none", "none")  # refused before a model was chosen
         # uuid4's os.urandom cost 0.33 ms per call on the README's machine; an id only has to be
         # unique, so a generator seeded once from the OS draws them.
@@ -52,11 +54,17 @@ class RequestContext:
             self._inference_paths = frozenset(c.path for c in routes if isinstance(c.original_route, InferenceRoute))
         return self._inference_paths
 
+    @property
+    def direct(self) -> dict[str, DirectRoute]:
+        if self._direct is None:
+            self._direct = direct_routes(self.fastapi_app.routes)
+        return self._direct
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        rid, length, authorization = "", None, b""
+        rid, length, authorization, content_type = "", None, b"", b""
         header_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         for k, v in scope["headers"]:
             header_bytes += len(k) + len(v) + 4
@@ -66,6 +74,8 @@ class RequestContext:
                 length = v
             elif k == b"authorization":
                 authorization = v
+            elif k == b"content-type":
+                content_type = v
         record = RequestRecord(rid or uuid.UUID(int=self._rng.getrandbits(128), version=4).hex, start,
                                inference=scope["path"] in self.inference_paths)
         scope[SCOPE_KEY] = record
@@ -108,6 +118,11 @@ class RequestContext:
             if body is None:  # the client left while sending: not a server error
                 status, record.error_type = 499, "cancelled"
                 return
+            if body and content_type == b"application/json" and (route := self.direct.get(scope["path"])):
+                if scope["method"] == "POST":
+                    response = await self._call_direct(route, scope, receive, body, record)
+                    await response(scope, receive, send_with_headers)
+                    return
             record.body = body
             await self.app(scope, _replay(body, receive), send_with_headers)
         except ClientDisconnected:
@@ -115,6 +130,23 @@ class RequestContext:
             record.error_type = "cancelled"
         finally:
             self._finish(scope, record, status, time.perf_counter() - start)
+
+    @staticmethod
+    async def _call_direct(route: DirectRoute, scope, receive, body: bytes, record: RequestRecord):
+        """The route's endpoint on the body parsed and validated in one pass (pydantic-core's JSON
+        parser), its errors answered as FastAPI's handlers answer them (app/api/errors.py)."""
+        try:
+            parsed = route.body.model_validate_json(body)
+            return await route.endpoint(parsed, Request(scope, receive))
+        except ValidationError as e:
+            return render_validation(e.errors(include_url=False, include_context=False, include_input=False),
+                                     record)
+        except ServiceError as e:
+            return render_exception(e, record)
+        except (ClientDisconnected, asyncio.CancelledError):
+            raise
+        except Exception:
+            return render_unexpected(record)
 
     async def _read_body(self, scope, receive, length: bytes | None) -> bytes | None:
         """The whole body, at most ``max_body_bytes`` (chunked uploads too) within
