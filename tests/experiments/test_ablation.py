@@ -74,3 +74,18 @@ def test_make_models_uses_the_recipe_the_committed_ablation_chose():
     chosen = next(e for e in res["rows"] if e["name"] == choose(res["rows"]))
     assert chosen["recipe"] == asdict(Recipe())
     assert Recipe() != PLAIN  # the evidence moved the default off the reference recipe
+
+
+def test_the_student_baseline_gap_is_held_to_the_ablations_seed_noise():
+    from experiments.report import seed_noise, versus_baseline
+
+    def row(seeds, std_in, std_ood):
+        return {"seeds": seeds, "test": {"accuracy_movies": {"std": std_in}, "accuracy_ood_mean": {"std": std_ood}}}
+
+    noise = seed_noise({"rows": [row([1, 2, 3], 0.005, 0.018), row([1], 0.0, 0.0), row([1, 2, 3], 0.003, 0.012)]})
+    assert noise == {"accuracy_movies": 0.005, "accuracy_ood_mean": 0.018}
+    res = {"models": {"student": {"accuracy": 0.85, "accuracy_ood_mean": 0.70},
+                      "baseline": {"accuracy": 0.84, "accuracy_ood_mean": 0.69}}}
+    assert "not above it on both ❌" in versus_baseline(res, noise)  # +1.0 in-domain, but +1.0 < 1.8 out of it
+    res["models"]["baseline"]["accuracy_ood_mean"] = 0.67
+    assert "above it on both ✅" in versus_baseline(res, noise) and "+3.0 out-of-domain" in versus_baseline(res, noise)
