@@ -5,6 +5,7 @@ every inference route shares: resolve the model, tokenize, check limits, run thr
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -64,6 +65,15 @@ class Result:
     timings: Timings
 
 
+def settle_heap() -> None:
+    """Move everything loading created (models, tokenizers, the app: about 200,000 objects) out of the
+    garbage collector's sight. A full collection walks every tracked object, a quarter of a second here
+    with the event loop stopped, a few times a minute under load: the worst /health probe and the p99
+    tail. Frozen, they are still freed by reference counting; a collection walks only what requests create."""
+    gc.collect()
+    gc.freeze()
+
+
 class Service:
     """Everything the API needs; built by create_app, loaded by the lifespan."""
 
@@ -113,6 +123,7 @@ class Service:
                     compute.call(b.warmup, s.max_batch_size)
                     log.info("warmed model %s in %.2fs", b.name, time.perf_counter() - t0)
             self.engine.start()
+            settle_heap()
             self._advance(Status.WARMING, Status.READY)
         except Exception as e:  # reported by /ready and /health; the process stays up to say so
             log.exception("model loading failed")

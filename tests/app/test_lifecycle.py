@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -35,6 +36,21 @@ def test_ready_only_after_load_and_warmup(ckpts):
         gate.set()
         wait_ready(c)
         assert c.get("/ready").json() == {"status": "ready"}
+        assert c.post("/embed", json={"inputs": "x"}).status_code == 200
+
+
+def test_the_loaded_heap_is_frozen_out_of_the_collectors_walks(ckpts):
+    """Once ready, what loading made is out of the cyclic collector's full walks (gc.freeze), so a
+    full collection under load no longer stops the event loop for the whole heap."""
+    gc.unfreeze()
+    gate = threading.Event()
+    app = create_app(make_settings(ckpts), before_load=gate.wait)
+    with TestClient(app) as c:
+        assert gc.get_freeze_count() == 0  # not while loading
+        gate.set()
+        wait_ready(c)
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000, frozen
         assert c.post("/embed", json={"inputs": "x"}).status_code == 200
 
 
