@@ -59,12 +59,16 @@ def load_variant(path: Path, backend: str, precision: str, name: str) -> Backend
     return OnnxBackend(spec, cpu, precision) if backend == "onnx" else TorchBackend.at_precision(spec, cpu, precision)
 
 
-def _run(b: Backend, texts: list[str], spec: OutputSpec, batch: int = 32) -> np.ndarray:
-    out: list[list[float]] = []
-    for i in range(0, len(texts), batch):
-        ids = b.tokenize(texts[i:i + batch])
-        out += b.forward(ids, [spec] * len(ids))
-    return np.array(out)
+def _run(b: Backend, texts: list[str], spec: OutputSpec, batch: int = 64) -> np.ndarray:
+    """One output row per text, in order; batches of similar length, so little padding is computed."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    rows: list[list[float]] = [[] for _ in texts]
+    for i in range(0, len(order), batch):
+        idx = order[i:i + batch]
+        ids = b.tokenize([texts[j] for j in idx])
+        for j, row in zip(idx, b.forward(ids, [spec] * len(ids)), strict=True):
+            rows[j] = row
+    return np.array(rows)
 
 
 def timings(models: dict[str, Backend], texts: list[str], rounds: int) -> dict[str, dict[str, float]]:
