@@ -88,8 +88,8 @@ format: install
 # Three single-threaded processes train the student, the baseline and the embedder side by side.
 models: install assets
 	$(PY) -m experiments.pipeline --out $(ARTIFACTS) --workers 3 --threads 1
-	$(PY) -m experiments.report --results $(ARTIFACTS)/results.json
 	$(PY) -m experiments.variants --artifacts $(ARTIFACTS) --readme README.md --json bench/results/variants/variants.json
+	$(PY) -m experiments.report --results $(ARTIFACTS)/results.json
 
 # The recipe ablation (docs/ablation.md + .json; at most 60 minutes on a 2-core CPU). Reuses the
 # make models teacher in $(ARTIFACTS)/work when it was trained with the same configuration.

@@ -64,8 +64,7 @@ def markdown(res: dict, noise: dict[str, float] | None = None) -> str:
     machine = res["machine"]
     lines = [
         f"Measured by `make models` on {res['created']} ({machine['device']}, {machine['cpu']}, {machine['threads']} "
-        f"threads, torch {machine['torch']}); total {res['timings_s']['total'] / 60:.1f} min"
-        f"{_cpu_minutes(res)}. Test splits: "
+        f"threads, torch {machine['torch']}); {_minutes(res)}. Test splits: "
         f"{d['test_movies']} movie-review snippets (in-domain), {d['test_tweets']} tweets and {d['test_nyt']} NYT "
         "editorial snippets (out-of-domain halves, never trained on).",
         "",
@@ -105,9 +104,14 @@ def markdown(res: dict, noise: dict[str, float] | None = None) -> str:
     return "\n".join(lines)
 
 
-def _cpu_minutes(res: dict) -> str:
+def _minutes(res: dict) -> str:
+    """make models' wall time: the pipeline, and the variants step when it ran after it."""
+    pipeline = res["timings_s"]["total"] / 60
     cpu = res["timings_s"].get("cpu")
-    return f" ({cpu / 60:.0f} CPU-minutes over every process)" if cpu else ""
+    text = f"the pipeline took {pipeline:.1f} min" + (f" ({cpu / 60:.0f} CPU-minutes over every process)" if cpu else "")
+    if (variants := res.get("variants", {}).get("seconds")) is not None:
+        text = f"total {pipeline + variants / 60:.1f} min: {text}, the variants step {variants / 60:.1f} min"
+    return text
 
 
 def plot(res: dict, out: Path) -> None:

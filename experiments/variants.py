@@ -338,7 +338,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", stream=sys.stderr)
     for name in ("experiments.variants", "model.export"):  # ours; the quantizer logs every tensor at INFO
         logging.getLogger(name).setLevel(logging.INFO)
+    t0 = time.perf_counter()
     v = run(args.artifacts, args.limit, args.rounds, args.embed_sentences, args.http_block_s > 0, args.http_block_s)
+    v["seconds"] = round(time.perf_counter() - t0, 1)
     v["command"] = " ".join(["python -m experiments.variants", *(sys.argv[1:] if argv is None else argv)])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
