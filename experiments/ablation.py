@@ -54,7 +54,8 @@ from .pipeline import (
 
 log = logging.getLogger("experiments.ablation")
 PLAIN = Recipe(augment=False)  # the reference recipe every row changes one thing of
-_DEFAULTS = PipelineConfig()
+UNLABELED = 2000  # news sentences of the augmentation row (1.3 per labeled snippet of the 1,500-snippet budget)
+_DEFAULTS = PipelineConfig(unlabeled=UNLABELED)
 SEEDS = (42, 43, 44)
 
 
@@ -242,7 +243,7 @@ def run(out: Path, work: Path, budget: Budget, is_quick: bool, workers: int, thr
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    cfg = PipelineConfig(out=str(out), threads=threads)
+    cfg = PipelineConfig(out=str(out), threads=threads, unlabeled=UNLABELED)
     if threads:
         torch.set_num_threads(threads)
     cfg = replace(cfg, student=replace(cfg.student, train=replace(cfg.student.train, epochs=budget.epochs)))
