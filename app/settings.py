@@ -23,10 +23,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 Role = Literal["teacher", "student", "other"]
 BACKENDS = ("torch", "onnx")
-PRECISIONS = ("fp32", "int8", "fp16", "bf16")
+PRECISIONS = ("fp32", "int8", "int8_mixed", "fp16", "bf16")
 # What each backend can run on each kind of device.
 VALID_PRECISIONS = {("torch", "cpu"): ("fp32", "int8"), ("torch", "cuda"): ("fp32", "fp16", "bf16"),
-                    ("onnx", "cpu"): ("fp32", "int8"), ("onnx", "cuda"): ("fp32",)}
+                    ("onnx", "cpu"): ("fp32", "int8", "int8_mixed"), ("onnx", "cuda"): ("fp32",)}
 _DTYPE_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
@@ -49,7 +49,8 @@ class ModelSpec(BaseModel):
     # it (a classifier and a distinct embedding checkpoint per role). None: whatever the model can do.
     task: Literal["classify", "embed"] | None = None
     # How it runs: our torch modules (the reference) or an ONNX Runtime export of them (model/export.py);
-    # precision fp32 | int8 on CPU, fp32 | fp16 | bf16 on CUDA (onnx on CUDA: fp32). None: the service's dtype.
+    # precision fp32 | int8 on CPU (onnx also int8_mixed: FFN down-projections in fp32), fp32 | fp16 | bf16 on
+    # CUDA (onnx on CUDA: fp32). None: the service's dtype.
     backend: str = "torch"
     precision: str | None = None
 

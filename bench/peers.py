@@ -51,6 +51,7 @@ ENGINES = (
     Engine("ours, torch int8", "ours", "torch", "int8"),
     Engine("ours, ONNX fp32", "ours", "onnx", "fp32"),
     Engine("ours, ONNX int8", "ours", "onnx", "int8"),
+    Engine("ours, ONNX int8_mixed", "ours", "onnx", "int8_mixed"),
     Engine("infinity, torch", "infinity", "torch", "fp32"),
     Engine("infinity, ONNX fp32", "infinity", "optimum", "fp32"),
     Engine("infinity, ONNX int8 (avx2)", "infinity", "optimum", "int8", "avx2"),

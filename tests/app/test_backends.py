@@ -16,7 +16,7 @@ from app.settings import ModelSpec, Settings
 from tests.app.conftest import make_settings, wait_ready
 from tests.app.test_batching import _concurrent, _texts
 
-VARIANTS = [("torch", "fp32"), ("torch", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
+VARIANTS = [("torch", "fp32"), ("torch", "int8"), ("onnx", "fp32"), ("onnx", "int8"), ("onnx", "int8_mixed")]
 
 
 def _variant_settings(ckpts, backend: str, precision: str, **kw) -> Settings:
@@ -115,9 +115,11 @@ def test_corrupt_export_is_not_served(ckpts, tmp_path):
 
 @pytest.mark.parametrize(("entry", "device", "message"), [
     ({"backend": "tensorrt"}, "cpu", "backend must be one of torch, onnx, got 'tensorrt'"),
-    ({"precision": "int4"}, "cpu", "precision must be one of fp32, int8, fp16, bf16, got 'int4'"),
+    ({"precision": "int4"}, "cpu", "precision must be one of fp32, int8, int8_mixed, fp16, bf16, got 'int4'"),
     ({"precision": "fp16"}, "cpu", "precision 'fp16' cannot run with backend 'torch' on cpu; valid there: fp32, int8"),
-    ({"backend": "onnx", "precision": "bf16"}, "cpu", "valid there: fp32, int8"),
+    ({"backend": "onnx", "precision": "bf16"}, "cpu", "valid there: fp32, int8, int8_mixed"),
+    ({"precision": "int8_mixed"}, "cpu", "precision 'int8_mixed' cannot run with backend 'torch' on cpu; valid "
+                                         "there: fp32, int8"),
     ({"precision": "int8"}, "cuda", "precision 'int8' cannot run with backend 'torch' on cuda; valid there: "
                                     "fp32, fp16, bf16"),
     ({"backend": "onnx", "precision": "int8"}, "cuda:0", "backend 'onnx' on cuda; valid there: fp32"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import model
-from model.export import ExportError, export, main, session
+from model.export import ExportError, export, ffn_down_projections, main, session
 from tests.fixtures import write_tiny
 
 
@@ -67,6 +67,32 @@ def test_int8_close_to_fp32(tmp_path):
     torch.testing.assert_close(l8, l32, atol=0.05, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_int8_mixed_keeps_the_ffn_down_projections_in_fp32(tmp_path, family):
+    import onnx
+
+    path = write_tiny(tmp_path / "ckpt", family, "classification", seed=3, layers=2)
+    fp32, int8, mixed = export(path, "fp32"), export(path, "int8"), export(path, "int8_mixed")
+    assert mixed.path.name == "int8_mixed.onnx" and mixed.key != int8.key
+
+    def matmuls(exp) -> dict[str, int]:
+        graph = onnx.load(str(exp.path)).graph
+        ops = [n.op_type for n in graph.node]
+        return {"fp32": ops.count("MatMul"), "int8": ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul")}
+
+    downs = ffn_down_projections(onnx.load(str(fp32.path)).graph)
+    assert len(downs) == 2  # one per layer, each reading a GELU
+    assert matmuls(int8)["fp32"] == 0 < matmuls(int8)["int8"]
+    assert matmuls(mixed)["fp32"] == len(downs)  # exactly those stayed fp32; the rest are quantized
+    assert 0 < matmuls(mixed)["int8"] < matmuls(int8)["int8"]
+    ids, mask = _inputs(4, 12, seed=1)
+    (hm, lm), (h32, l32) = _run(mixed, ids, mask), _run(fp32, ids, mask)
+    assert not torch.equal(hm, h32)
+    cos = torch.nn.functional.cosine_similarity(model.mean_pool(hm, mask), model.mean_pool(h32, mask))
+    assert cos.min() > 0.99
+    torch.testing.assert_close(lm, l32, atol=0.05, rtol=0)
+
+
 def test_cached_export_is_reused(tmp_path):
     path = write_tiny(tmp_path / "ckpt", "bert", "base", seed=1, layers=1)
     first = export(path, "fp32")
@@ -108,7 +134,7 @@ def test_unreadable_manifest_refused(tmp_path):
 
 def test_unknown_precision(tmp_path):
     path = write_tiny(tmp_path / "ckpt", "bert", "base", seed=1, layers=1)
-    with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'int8'\).*'fp16'"):
+    with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'int8', 'int8_mixed'\).*'fp16'"):
         export(path, "fp16")
 
 
