@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,14 @@ from .data import collate, length_grouped_batches
 from .trainer import Batch
 
 log = logging.getLogger("training")
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch and Python's random at a command's start, before any model is built: a new head's
+    initial weights come from the process's generator, which a worker process does not start in a fixed
+    state (the Trainer seeds again, but only after the model exists)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
 
 
 def use_threads(threads: int | None) -> None:

@@ -13,7 +13,7 @@ import model
 from model.pooling import mean_pool
 
 from . import objective
-from .common import Frozen, SequenceData, export, maybe_freeze_embeddings, use_threads
+from .common import Frozen, SequenceData, export, maybe_freeze_embeddings, seed_all, use_threads
 from .config import DistillConfig, to_dict
 from .data import chunk_corpus, collate, padding_fraction, read_texts
 from .init import init_student
@@ -59,6 +59,7 @@ def weights_of(cfg: DistillConfig) -> objective.GeneralWeights:
 
 def run_distill(cfg: DistillConfig) -> dict[str, float]:
     use_threads(cfg.train.threads)
+    seed_all(cfg.train.seed)
     tr = cfg.train
     loaded = model.load(cfg.teacher)
     teacher_has_mlm = loaded.task == "mlm"

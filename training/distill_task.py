@@ -7,7 +7,7 @@ import logging
 
 import model
 
-from .common import classifier_from, score, use_threads
+from .common import classifier_from, score, seed_all, use_threads
 from .config import TaskDistillConfig
 from .data import read_texts
 from .finetune import dev_accuracy, labeled_ids, train_classifier
@@ -19,6 +19,7 @@ log = logging.getLogger("training")
 
 def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
     use_threads(cfg.train.threads)  # before the teacher scores the data, not only once the Trainer starts
+    seed_all(cfg.train.seed)
     teacher = model.load(cfg.teacher)
     if teacher.task != "classification":
         raise ValueError(f"{cfg.teacher}: task distillation needs a fine-tuned classifier teacher, got {teacher.task}")

@@ -22,6 +22,7 @@ from .common import (
     maybe_freeze_embeddings,
     pooled_of,
     score,
+    seed_all,
     use_threads,
 )
 from .config import FinetuneConfig, TaskDistillConfig, to_dict
@@ -87,6 +88,7 @@ def dev_accuracy(cfg, tok: model.Tokenizer, id2label: dict[int, str], teacher_lo
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, float]:
     use_threads(cfg.train.threads)
+    seed_all(cfg.train.seed)
     tok = model.Tokenizer.from_dir(cfg.model)
     id2label = dict(enumerate(cfg.labels)) if cfg.labels else None
     train, train_ids = labeled_ids(tok, cfg.train_file, cfg, id2label)

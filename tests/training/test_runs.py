@@ -246,3 +246,23 @@ def test_bad_override_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         train_main(["distill", "nonsense_key=1"])
     assert "unknown DistillConfig option(s) ['nonsense_key']" in capsys.readouterr().err
+
+
+def test_a_run_does_not_depend_on_the_generator_state_it_starts_in(assets, tmp_path):
+    """The same configuration gives the same weights whatever the process did before (a worker of a
+    process pool does not start in a fixed state): the new classifier head is drawn after seeding."""
+    common = [f"teacher={assets / 'teacher_base'}", "train_file=" + str(assets / "train.tsv"), "max_length=32",
+              "train.batch_size=16", "train.progress=false", "train.device=cpu", "train.max_steps=3"]
+    train_main(["finetune", f"model={assets / 'teacher_base'}", f"train.out_dir={tmp_path / 't'}",
+                *[c for c in common if not c.startswith("teacher=")]])
+    weights = []
+    for i, draws in enumerate((1, 1000)):
+        torch.rand(draws)
+        random.random()
+        out = tmp_path / f"kd{i}"
+        train_main(["distill-task", f"teacher={tmp_path / 't' / 'final'}", f"train.out_dir={out}",
+                    *[c for c in common if not c.startswith("teacher=")]])
+        weights.append(load_file(str(out / "final" / "model.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
