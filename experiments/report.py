@@ -108,7 +108,9 @@ def _minutes(res: dict) -> str:
     """make models' wall time: the pipeline, and the variants step when it ran after it."""
     pipeline = res["timings_s"]["total"] / 60
     cpu = res["timings_s"].get("cpu")
-    text = f"the pipeline took {pipeline:.1f} min" + (f" ({cpu / 60:.0f} CPU-minutes over every process)" if cpu else "")
+    text = f"the pipeline took {pipeline:.1f} min"
+    if cpu:
+        text += f" ({cpu / 60:.0f} CPU-minutes over every process)"
     if (variants := res.get("variants", {}).get("seconds")) is not None:
         text = f"total {pipeline + variants / 60:.1f} min: {text}, the variants step {variants / 60:.1f} min"
     return text

@@ -16,8 +16,8 @@ import time
 import uuid
 
 from fastapi import FastAPI, Request
-from pydantic import ValidationError
 from fastapi.routing import iter_route_contexts
+from pydantic import ValidationError
 
 from ..core.errors import ClientDisconnected, ServiceError, TooManyInputs, Unavailable
 from ..core.metrics import ModelMetrics
