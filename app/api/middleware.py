@@ -118,11 +118,11 @@ class RequestContext:
             if body is None:  # the client left while sending: not a server error
                 status, record.error_type = 499, "cancelled"
                 return
-            if body and content_type == b"application/json" and (route := self.direct.get(scope["path"])):
-                if scope["method"] == "POST":
-                    response = await self._call_direct(route, scope, receive, body, record)
-                    await response(scope, receive, send_with_headers)
-                    return
+            if (body and scope["method"] == "POST" and content_type == b"application/json"
+                    and (route := self.direct.get(scope["path"]))):
+                response = await self._call_direct(route, scope, receive, body, record)
+                await response(scope, receive, send_with_headers)
+                return
             record.body = body
             await self.app(scope, _replay(body, receive), send_with_headers)
         except ClientDisconnected:

@@ -151,27 +151,34 @@ def test_shutdown_is_bounded_by_the_graceful_timeout(slow_ckpt, tmp_path):
         assert 500 not in results, results
 
 
+def _trickle(sock: socket.socket, piece, most: int, every_s: float) -> tuple[bytes, int]:
+    """Send ``piece(i)`` every ``every_s`` until the server answers or closes, at most ``most`` times;
+    returns what it answered (read to the close: head and body may come in separate segments) and
+    how many pieces went out."""
+    answer, sent = b"", 0
+    try:
+        while sent < most:
+            readable, _, _ = select.select([sock], [], [], every_s)
+            if readable:
+                sock.settimeout(5)
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                break
+            sock.sendall(piece(sent))
+            sent += 1
+    except OSError:  # the server closed the connection under us
+        pass
+    finally:
+        sock.close()
+    return answer, sent
+
+
 def test_slow_body_client_is_cut_off(ckpts, tmp_path):
     with serve_process(tmp_path, _model(ckpts["student"], role="student"), {"DISTIL_BODY_TIMEOUT_S": "1"}) as p:
         head = ("POST /embed HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                 "Content-Length: 1999999\r\n\r\n")
-        sock = raw_request(port_of(p.base), head, b"{")
-        answer, sent = b"", 0
-        try:
-            while sent < 60:  # one byte every 0.25 s: 15 s if never cut off
-                readable, _, _ = select.select([sock], [], [], 0.25)
-                if readable:
-                    # The head and the body may arrive in separate segments: read to the close.
-                    sock.settimeout(5)
-                    while chunk := sock.recv(65536):
-                        answer += chunk
-                    break
-                sock.sendall(b" ")
-                sent += 1
-        except OSError:  # the server closed the connection under us
-            pass
-        finally:
-            sock.close()
+        # one byte every 0.25 s: 15 s if never cut off
+        answer, sent = _trickle(raw_request(port_of(p.base), head, b"{"), lambda i: b" ", 60, 0.25)
         assert sent < 60, "the server kept waiting for the body"
         if answer:
             assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
@@ -201,21 +208,7 @@ def test_oversized_headers_are_a_431_and_trickled_ones_are_cut_with_h11(ckpts, t
         assert httpx.post(f"{p.base}/embed", json={"inputs": "ok"}, headers={"x-note": "n" * 2000}).status_code == 200
         # Headers that never end, a kilobyte at a time: h11 stops buffering at the limit.
         sock = raw_request(port_of(p.base), "GET /health HTTP/1.1\r\nHost: t\r\n", b"")
-        answer, sent = b"", 0
-        try:
-            while sent < 64:
-                readable, _, _ = select.select([sock], [], [], 0.05)
-                if readable:
-                    sock.settimeout(5)
-                    while chunk := sock.recv(65536):
-                        answer += chunk
-                    break
-                sock.sendall(b"x-pad-%d: %s\r\n" % (sent, b"p" * 1000))
-                sent += 1
-        except OSError:  # closed under us
-            pass
-        finally:
-            sock.close()
+        answer, sent = _trickle(sock, lambda i: b"x-pad-%d: %s\r\n" % (i, b"p" * 1000), 64, 0.05)
         assert sent < 64, "64 KB of headers were buffered past a 4 KB limit"
         if answer:
             assert answer.startswith(b"HTTP/1.1 4"), answer[:200]
