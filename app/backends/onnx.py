@@ -22,7 +22,8 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 class OnnxBackend(Backend):
     backend = "onnx"
 
-    def __init__(self, spec: ModelSpec, device: torch.device, precision: str, threads: int | None = None) -> None:
+    def __init__(self, spec: ModelSpec, device: torch.device, precision: str, threads: int | None = None,
+                 memory_arena: bool = False) -> None:
         self.spec = spec
         self.name, self.role = spec.name, spec.role
         self.path = Path(spec.path)
@@ -38,7 +39,7 @@ class OnnxBackend(Backend):
         self.export = export(self.path, precision)
         provider = PROVIDERS[device.type]
         options = {"device_id": device.index or 0} if device.type == "cuda" else None
-        self.session = session(self.export, threads, provider, options)
+        self.session = session(self.export, threads, provider, options, memory_arena=memory_arena)
         self.tokenizer = model.Tokenizer.from_dir(self.path)
         check_vocabulary(spec.name, self.tokenizer.vocab_size, cfg.vocab_size)
         self.default_pooling = model.read_pooling(self.path)

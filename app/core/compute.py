@@ -12,6 +12,8 @@ decide *what* to run.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import queue
 import threading
 import time
@@ -22,11 +24,32 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: trim(0)
+
+
 class ComputeThread:
-    def __init__(self, threads: int | None = None) -> None:
+    """``trim_interval_s``: after a job, hand the C heap's free pages back to the system if this long
+    has passed since the last time (0: never). Why: forwards allocate activations of every batch
+    shape; glibc keeps what they free, and mixed shapes fragment it, so a long-running service's RSS
+    climbs without any leak (the student, int8, random shapes: 423 -> 987 MB over 500 forwards, still
+    climbing; with a trim after each: flat at 330 MB). Once a second costs a few milliseconds.
+    """
+
+    def __init__(self, threads: int | None = None, trim_interval_s: float = 0.0) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, args=(threads,), name="torch-compute", daemon=True)
         self.busy_since: float | None = None  # time.monotonic() when the running job started (the watchdog's)
+        self._trim = _malloc_trim() if trim_interval_s > 0 else None
+        self._trim_interval_s = trim_interval_s
+        self.trims = 0
         self._thread.start()
 
     @property
@@ -57,6 +80,7 @@ class ComputeThread:
             import torch
 
             torch.set_num_threads(threads)  # OpenMP's thread count is per calling thread
+        last_trim = time.monotonic()
         while True:
             job = self._jobs.get()
             if job is None:
@@ -71,3 +95,7 @@ class ComputeThread:
                 fut.set_exception(e)
             finally:
                 self.busy_since = None
+            if self._trim is not None and time.monotonic() - last_trim >= self._trim_interval_s:
+                self._trim()
+                self.trims += 1
+                last_trim = time.monotonic()

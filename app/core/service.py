@@ -102,7 +102,7 @@ class Service:
                 before_load()
             if self._draining("before loading"):
                 return
-            self.compute = compute = ComputeThread(s.threads)
+            self.compute = compute = ComputeThread(s.threads, s.heap_trim_interval_s)
             for spec in s.models:
                 if self._draining(f"before loading model {spec.name}"):
                     return

@@ -135,3 +135,12 @@ def test_settings_defaults_and_environment(monkeypatch):
     monkeypatch.setenv("DISTIL_MODELS", '[{"name": "m", "path": "x", "backend": "onnx", "precision": "int8"}]')
     s = Settings(device="cpu")
     assert (s.models[0].backend, s.precision_of(s.models[0])) == ("onnx", "int8")
+
+
+@pytest.mark.parametrize("arena", [False, True])
+def test_onnx_memory_arena_follows_the_setting(ckpts, arena):
+    from app import backends
+
+    settings = _variant_settings(ckpts, "onnx", "fp32", **({"onnx_memory_arena": True} if arena else {}))
+    b = backends.load(settings.models[0], settings)
+    assert b.session.get_session_options().enable_cpu_mem_arena is arena  # off unless asked for
