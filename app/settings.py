@@ -115,12 +115,10 @@ class Settings(BaseSettings):
     auth_open_metrics: bool = True  # /health, /ready, /metrics stay open when an api_key is set
     expose_docs: bool | None = None  # /docs, /redoc, /openapi.json; None: open unless an api_key is set
 
-    # Memory. The C heap's free pages go back to the system at most this often (0: never; see
-    # core/compute.py). ONNX Runtime's CPU arena grows to the largest shapes seen and never shrinks
-    # (the int8 teacher under mixed batch shapes: 1.28 GB with it, 0.36-0.42 GB without, for 2% on
-    # short inputs and 10% on 100-token batches), so it is off unless asked for.
+    # Memory: at most this often (0: never), after a forward, the C heap's free pages go back to the
+    # system and ONNX Runtime's CPU arena releases its unused chunks. Without it a long-running service's
+    # RSS climbs to the largest batch shapes it has seen and stays there (see core/compute.py).
     heap_trim_interval_s: float = Field(default=1.0, ge=0)
-    onnx_memory_arena: bool = False
 
     warmup: bool = True
     graceful_timeout_s: float = Field(default=30.0, ge=0, description="the whole shutdown, drain included")

@@ -238,9 +238,8 @@ def export(checkpoint: str | Path, precision: str = "fp32", force: bool = False)
 
 
 def session(exp: Export, threads: int | None = None, provider: str = "CPUExecutionProvider",
-            provider_options: dict | None = None, memory_arena: bool = True):
-    """An ONNX Runtime session on ``exp`` with every graph optimisation on. ``memory_arena=False``:
-    activations come from malloc, not from a CPU arena that keeps the largest shapes' memory for good."""
+            provider_options: dict | None = None):
+    """An ONNX Runtime session on ``exp`` with every graph optimisation on."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -252,7 +251,6 @@ def session(exp: Export, threads: int | None = None, provider: str = "CPUExecuti
     # of 32 plus post-processing: 412 ms without spinning against 522 ms with it, measured alternately on
     # the 2-core machine under load).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.enable_cpu_mem_arena = memory_arena
     available = ort.get_available_providers()
     if provider not in available:
         raise ExportError(f"ONNX Runtime here has no {provider} (available: {', '.join(available)})")

@@ -20,5 +20,5 @@ def load(spec: ModelSpec, settings: Settings) -> Backend:
     if spec.backend == "onnx":
         from .onnx import OnnxBackend
 
-        return OnnxBackend(spec, device, precision, settings.threads, settings.onnx_memory_arena)
+        return OnnxBackend(spec, device, precision, settings.threads, settings.heap_trim_interval_s)
     return TorchBackend.at_precision(spec, device, precision)
