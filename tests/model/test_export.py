@@ -68,7 +68,7 @@ def test_int8_close_to_fp32(tmp_path):
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
-def test_int8_mixed_keeps_the_ffn_down_projections_in_fp32(tmp_path, family):
+def test_int8_mixed_keeps_attention_and_the_ffn_down_projections_in_fp32(tmp_path, family):
     import onnx
 
     path = write_tiny(tmp_path / "ckpt", family, "classification", seed=3, layers=2)
@@ -78,13 +78,16 @@ def test_int8_mixed_keeps_the_ffn_down_projections_in_fp32(tmp_path, family):
     def matmuls(exp) -> dict[str, int]:
         graph = onnx.load(str(exp.path)).graph
         ops = [n.op_type for n in graph.node]
-        return {"fp32": ops.count("MatMul"), "int8": ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul")}
+        return {"fp32": ops.count("MatMul"), "int8": ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul"),
+                "attention": ops.count("Attention"), "qattention": ops.count("QAttention")}
 
     downs = ffn_down_projections(onnx.load(str(fp32.path)).graph)
     assert len(downs) == 2  # one per layer, each reading a GELU
     assert matmuls(int8)["fp32"] == 0 < matmuls(int8)["int8"]
-    assert matmuls(mixed)["fp32"] == len(downs)  # exactly those stayed fp32; the rest are quantized
+    assert matmuls(mixed)["fp32"] == len(downs)  # exactly those stayed fp32; the other MatMuls are quantized
     assert 0 < matmuls(mixed)["int8"] < matmuls(int8)["int8"]
+    assert (matmuls(int8)["attention"], matmuls(int8)["qattention"]) == (0, 2)  # int8: every Attention quantized
+    assert (matmuls(mixed)["attention"], matmuls(mixed)["qattention"]) == (2, 0)  # mixed: both stay fp32
     ids, mask = _inputs(4, 12, seed=1)
     (hm, lm), (h32, l32) = _run(mixed, ids, mask), _run(fp32, ids, mask)
     assert not torch.equal(hm, h32)
