@@ -38,6 +38,8 @@ class DistillConfig:
     alpha_mse: float = 0.0  # MSE on hidden states
     alpha_pooled_mse: float = 0.0  # MSE on mean-pooled sentence embeddings
     alpha_pooled_cos: float = 0.0  # 1 - cos on mean-pooled sentence embeddings
+    alpha_pooled_sim: float = 0.0  # KL between in-batch neighbour distributions (cosine / sim_temperature)
+    sim_temperature: float = 0.05
     cos_layers: list[list[int]] | None = None  # [[student, teacher], ...] hidden-state indices; default last
     ce_masked_only: bool = False  # L_ce over masked positions only (default: all real tokens)
     freeze_embeddings: bool = False  # keep the word embeddings copied from the teacher fixed (faster on CPU)

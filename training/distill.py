@@ -45,7 +45,7 @@ def check_distill_weights(cfg: DistillConfig, teacher_has_mlm: bool) -> None:
                     f"(L_ce needs its token logits; L_mlm a student head initialised from it). Set {name}=0 and "
                     "use alpha_cos / alpha_pooled_cos / alpha_pooled_mse instead")
     total = (cfg.alpha_ce + cfg.alpha_mlm + cfg.alpha_cos + cfg.alpha_mse + cfg.alpha_pooled_mse
-             + cfg.alpha_pooled_cos)
+             + cfg.alpha_pooled_cos + cfg.alpha_pooled_sim)
     if total <= 0:
         raise ValueError("every loss weight is 0: nothing to train")
 
@@ -53,7 +53,8 @@ def check_distill_weights(cfg: DistillConfig, teacher_has_mlm: bool) -> None:
 def weights_of(cfg: DistillConfig) -> objective.GeneralWeights:
     return objective.GeneralWeights(
         ce=cfg.alpha_ce, mlm=cfg.alpha_mlm, cos=cfg.alpha_cos, mse=cfg.alpha_mse, pooled_mse=cfg.alpha_pooled_mse,
-        pooled_cos=cfg.alpha_pooled_cos, temperature=cfg.temperature, ce_masked_only=cfg.ce_masked_only,
+        pooled_cos=cfg.alpha_pooled_cos, pooled_sim=cfg.alpha_pooled_sim, sim_temperature=cfg.sim_temperature,
+        temperature=cfg.temperature, ce_masked_only=cfg.ce_masked_only,
         layer_pairs=tuple(tuple(p) for p in (cfg.cos_layers or [[-1, -1]])))
 
 

@@ -76,3 +76,21 @@ def task_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor
         return alpha * kl  # unlabeled rows: the teacher's soft targets alone
     ce = F.cross_entropy(student_logits.float(), labels, ignore_index=-100)
     return alpha * kl + (1 - alpha) * ce
+
+
+def similarity_kl(student_pooled: torch.Tensor, teacher_pooled: torch.Tensor,
+                  temperature: float = 0.05) -> torch.Tensor:
+    """KL from the teacher's to the student's in-batch neighbour distribution: for each sentence, a
+    softmax over its cosine similarities to the other sentences of the batch (itself excluded). The
+    pooled-cosine loss matches each embedding on its own; this one matches which sentences sit
+    nearest each other, what a nearest-neighbour search reads. A low temperature weights the top."""
+    s = F.normalize(student_pooled.float(), dim=-1)
+    t = F.normalize(teacher_pooled.float(), dim=-1)
+    n = s.shape[0]
+    if n < 3:  # one neighbour or none: no distribution to match
+        return student_pooled.sum() * 0.0
+    off = ~torch.eye(n, dtype=torch.bool, device=s.device)
+    ss = (s @ s.T)[off].view(n, n - 1) / temperature  # (B, B-1): similarities to the others
+    ts = (t @ t.T)[off].view(n, n - 1) / temperature
+    return F.kl_div(F.log_softmax(ss, -1), F.log_softmax(ts, -1), log_target=True, reduction="batchmean")
+

@@ -33,6 +33,8 @@ class GeneralWeights:
     mse: float = 0.0  # MSE on hidden states
     pooled_mse: float = 0.0  # MSE on mean-pooled sentence embeddings
     pooled_cos: float = 0.0  # 1 - cos on mean-pooled sentence embeddings
+    pooled_sim: float = 0.0  # KL between in-batch neighbour distributions of pooled embeddings
+    sim_temperature: float = 0.05
     temperature: float = 2.0
     layer_pairs: tuple[tuple[int, int], ...] = ((-1, -1),)  # (student, teacher) hidden-state indices
     ce_masked_only: bool = False  # L_ce over masked positions only (default: all real tokens)
@@ -55,12 +57,14 @@ def general_distillation(student: Outputs, teacher: Outputs, attention_mask: tor
     if w.mse > 0:
         terms["loss_mse"] = w.mse, sum(losses.hidden_mse(student.hidden[s], teacher.hidden[t], real)
                                        for s, t in pairs) / len(pairs)
-    if w.pooled_mse > 0 or w.pooled_cos > 0:
+    if w.pooled_mse > 0 or w.pooled_cos > 0 or w.pooled_sim > 0:
         sp, tp = mean_pool(student.hidden[-1], attention_mask), mean_pool(teacher.hidden[-1], attention_mask)
         if w.pooled_mse > 0:
             terms["loss_pooled_mse"] = w.pooled_mse, losses.pooled_mse(sp, tp)
         if w.pooled_cos > 0:
             terms["loss_pooled_cos"] = w.pooled_cos, losses.pooled_cosine(sp, tp)
+        if w.pooled_sim > 0:
+            terms["loss_pooled_sim"] = w.pooled_sim, losses.similarity_kl(sp, tp, w.sim_temperature)
     return _weighted(terms, attention_mask)
 
 
