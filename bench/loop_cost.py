@@ -64,7 +64,7 @@ def _start(name: str, cmd: list[str], cwd: Path, env_vars: dict, port: int, logs
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-dir", required=True, help="checkpoint folder both services serve")
+    p.add_argument("--model-dir", help="checkpoint folder both services serve (required unless --report-only)")
     p.add_argument("--baseline-repo", help="another checkout of this project to compare with")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--requests", type=int, default=1500, help="per block")
@@ -74,7 +74,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--readme", help="write the README's loop-cost section from the results")
     p.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)  # internal: serve bare_app
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--report-only", action="store_true", help="measure nothing: the README section from --out")
     args = p.parse_args(argv)
+    if args.report_only:
+        out = json.loads(Path(args.out).read_text())
+        if args.readme:
+            write_section(args.readme, "loop-cost", markdown(out))
+        print(markdown(out))
+        return out
+    if not args.model_dir and not args.bare_server:
+        p.error("--model-dir is required")
     if args.bare_server:
         import uvicorn
 
@@ -145,7 +154,9 @@ def markdown(out: dict) -> str:
     rows = [f"| {names[n]} | {m['server_loop_ms']:.3f} | {m['requests_per_s']:.0f} |" for n, m in med.items()]
     rounds = len(next(iter(out["blocks"].values())))
     shared = " (the machine was shared)" if out["load_average"] > 0.75 * e["cores"] else ""
-    target = med["ours"]["server_loop_ms"] <= 0.35
+    # At the precision shown: the CPU times come from /proc in 10 ms ticks, and a median of 0.34 and 0.36
+    # is 0.35 give or take a float's last bit.
+    target = round(med["ours"]["server_loop_ms"], 3) <= 0.35
     return "\n".join([
         f"Measured by `python -m bench.loop_cost` on {out['created']}: {e['cpu']}, {e['cores']} cores, load average "
         f"{out['load_average']:.1f} at the start{shared}; single-sentence `{lv['endpoint']}` "
