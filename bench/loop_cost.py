@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.report_only:
         out = json.loads(Path(args.out).read_text())
         if args.readme:
-            write_section(args.readme, "loop-cost", markdown(out))
+            write_section(Path(args.readme), "loop-cost", markdown(out))
         print(markdown(out))
         return out
     if not args.model_dir and not args.bare_server:
