@@ -49,8 +49,8 @@ class ModelSpec(BaseModel):
     # it (a classifier and a distinct embedding checkpoint per role). None: whatever the model can do.
     task: Literal["classify", "embed"] | None = None
     # How it runs: our torch modules (the reference) or an ONNX Runtime export of them (model/export.py);
-    # precision fp32 | int8 on CPU (onnx also int8_mixed: Attention and FFN down-projections in fp32), fp32 | fp16 | bf16 on
-    # CUDA (onnx on CUDA: fp32). None: the service's dtype.
+    # precision fp32 | int8 on CPU (onnx also int8_mixed: Attention and FFN down-projections in fp32),
+    # fp32 | fp16 | bf16 on CUDA (onnx on CUDA: fp32). None: the service's dtype.
     backend: str = "torch"
     precision: str | None = None
 
