@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
             write_section(Path(args.readme), "loop-cost", markdown(out))
         print(markdown(out))
         return out
-    if not args.model_dir and not args.bare_server:
+    if not args.model_dir:
         p.error("--model-dir is required")
     if args.bare_server:
         import uvicorn

@@ -192,7 +192,8 @@ def _cpu(res: dict) -> str:
 def readme_section(res: dict) -> str:
     """The README's summary: the test-split table, the choice made on dev, and where the rest is."""
     cfg = res["config"]
-    lines = [f"Written by `make ablation` on {res['created']} ({res['minutes']:.0f} min{_cpu(res)}): every row "
+    lines = [f"Written by `make ablation` on {res['created']} ({res['minutes']:.0f} min{_cpu(res)}{_kept(res)}): "
+             "every row "
              f"trains on the same {res['data']['train']} movie-review snippets for "
              f"{cfg['epochs']} epoch{'s' if cfg['epochs'] > 1 else ''} from the same teacher; retention on the test "
              "splits, mean ± std over three seeds where shown; (noise) marks a difference from the plain recipe "
