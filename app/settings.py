@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # system and ONNX Runtime's CPU arena releases its unused chunks. Without it a long-running service's
     # RSS climbs to the largest batch shapes it has seen and stays there (see core/compute.py).
     heap_trim_interval_s: float = Field(default=1.0, ge=0)
+    # glibc malloc arenas for the whole process (0: glibc's default of 8 per core); see core/compute.py.
+    malloc_arenas: int = Field(default=2, ge=0)
 
     warmup: bool = True
     graceful_timeout_s: float = Field(default=30.0, ge=0, description="the whole shutdown, drain included")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import queue
 import threading
 import time
@@ -24,15 +25,37 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def _malloc_trim() -> Callable[[], object] | None:
-    """glibc's ``malloc_trim(0)``, or None where the C library has none (musl, macOS)."""
+def _libc_function(name: str):
+    """A glibc function by name, or None where the C library has none (musl, macOS)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
+        return None
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, or None where the C library has none."""
+    trim = _libc_function("malloc_trim")
+    if trim is None:
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return lambda: trim(0)
+
+
+M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def limit_malloc_arenas(n: int) -> bool:
+    """At most ``n`` glibc malloc arenas from now on (0: leave glibc's default, 8 per core); False where
+    it was not set: no glibc, or MALLOC_ARENA_MAX already chosen in the environment (that choice stands).
+    Why: each thread that allocates while another holds the lock gets an arena of its own (the compute
+    thread, ONNX Runtime's and OpenMP's workers, the tokenizer threads), and each keeps its own
+    fragmented free memory, which a trim cannot merge. Called before the threads start."""
+    mallopt = _libc_function("mallopt")
+    if n <= 0 or mallopt is None or os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(M_ARENA_MAX, n) == 1
 
 
 class ComputeThread:

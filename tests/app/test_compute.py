@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -71,3 +72,45 @@ def test_freed_heap_pages_go_back_to_the_system_after_a_job(interval, trimmed):
         assert trims >= 1 and after < before - 200
     else:
         assert trims == 0 and after > before - 20
+
+
+# Eight threads alive at once, each allocating: glibc gives each new thread an arena of its own up to
+# its limit (8 per core). malloc_stats() prints one "Arena N:" block per arena to stderr.
+_ARENAS = """
+import ctypes, sys, threading
+from app.core.compute import limit_malloc_arenas
+print(limit_malloc_arenas(int(sys.argv[1])))
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+start, done = threading.Barrier(9), threading.Barrier(9)
+def work():
+    start.wait()
+    libc.malloc(4096)
+    done.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+start.wait()
+done.wait()
+libc.malloc_stats()
+"""
+
+
+@pytest.mark.skipif(_malloc_trim() is None, reason="needs glibc")
+@pytest.mark.parametrize("limit", [0, 2])
+def test_malloc_arenas_are_capped_before_threads_start(limit):
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    run = subprocess.run([sys.executable, "-c", _ARENAS, str(limit)], capture_output=True, text=True, cwd=ROOT,
+                         check=True, env=env)
+    arenas = run.stderr.count("Arena ")
+    if limit:
+        assert run.stdout.strip() == "True" and arenas == limit
+    else:  # glibc's default: the threads got arenas of their own
+        assert run.stdout.strip() == "False" and arenas >= 4
+
+
+def test_an_arena_limit_from_the_environment_stands():
+    run = subprocess.run([sys.executable, "-c", "from app.core.compute import limit_malloc_arenas as f; print(f(2))"],
+                         capture_output=True, text=True, cwd=ROOT, check=True,
+                         env={**os.environ, "MALLOC_ARENA_MAX": "4"})
+    assert run.stdout.strip() == "False"
