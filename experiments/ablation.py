@@ -53,7 +53,7 @@ from .pipeline import (
 )
 
 log = logging.getLogger("experiments.ablation")
-PLAIN = Recipe(augment=False, alpha_embed=0.0)  # the reference recipe every row changes one thing of
+PLAIN = Recipe(augment=False, perturbed=0.0, alpha_embed=0.0)  # the reference recipe every row changes one thing of
 UNLABELED = 2000  # news sentences of the augmentation row (1.3 per labeled snippet of the 1,500-snippet budget)
 _DEFAULTS = PipelineConfig(unlabeled=UNLABELED)
 SEEDS = (42, 43, 44)
@@ -87,6 +87,11 @@ ROWS = (
         replace(PLAIN, alpha_embed=1.0, embed_toward="teacher")),
     Row("+ augmentation + representation loss toward the teacher",
         replace(PLAIN, augment=True, alpha_embed=1.0, embed_toward="teacher")),
+    Row("+ augmentation + representation loss toward the teacher, weight 2",
+        replace(PLAIN, augment=True, alpha_embed=2.0, embed_toward="teacher")),
+    Row("+ augmentation + representation loss toward the teacher + perturbed copies (one per snippet: a crop "
+        "or word dropout, scored by the teacher)",
+        replace(PLAIN, augment=True, alpha_embed=1.0, embed_toward="teacher", perturbed=1.0)),
 )
 METRICS = ("retention_movies", "retention_ood_mean", "accuracy_movies", "accuracy_ood_mean", "score")
 
@@ -129,10 +134,12 @@ def choose(rows: list[dict]) -> str:
 
 def _key(row: Row, seed: int) -> str:
     recipe = asdict(row.recipe)
-    # embed_toward came after runs were stored: left out where it changes nothing (no embedding loss) or
-    # holds the only value those runs knew, so they stay valid.
+    # embed_toward and perturbed came after runs were stored: left out where they change nothing (no
+    # embedding loss, no perturbed copies) or hold the only value those runs knew, so they stay valid.
     if recipe["alpha_embed"] == 0 or recipe["embed_toward"] == "minilm":
         del recipe["embed_toward"]
+    if not recipe["perturbed"]:
+        del recipe["perturbed"]
     return json.dumps([recipe, seed], sort_keys=True)
 
 

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import os
+import random
 import re
 from pathlib import Path
 
@@ -82,6 +83,23 @@ def write_splits(data: dict[str, list[tuple[str, int]]], out_dir: str | Path) ->
         w.writerows((t, LABELS[y]) for t, y in rows)
         paths[split] = write_atomic(out_dir / f"{split}.tsv", buf.getvalue())
     return paths
+
+
+def perturb(text: str, rng: random.Random, drop: float = 0.15, keep: tuple[float, float] = (0.4, 0.8)) -> str:
+    """A nearby text for the teacher to score (Tang et al. 2019's augmentation, without a tagger): a
+    contiguous span of ``keep`` of the words, or each word dropped with probability ``drop`` (at least
+    one), equally often. Labels do not survive such edits (a cut can drop the "not"), which is why only the
+    teacher's soft targets supervise these texts."""
+    words = text.split()
+    if len(words) < 3:
+        return text
+    if rng.random() < 0.5:
+        n = max(2, round(len(words) * rng.uniform(*keep)))
+        start = rng.randrange(len(words) - n + 1)
+        return " ".join(words[start:start + n])
+    gone = {i for i in range(len(words)) if rng.random() < drop} or {rng.randrange(len(words))}
+    kept = [w for i, w in enumerate(words) if i not in gone]
+    return " ".join(kept if len(kept) >= 2 else words[:2])
 
 
 def write_atomic(path: Path, text: str) -> Path:

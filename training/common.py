@@ -122,6 +122,12 @@ def pooled_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     return mean_pool(m.encoder(ids, mask), mask)
 
 
+def logits_and_pooled_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A classifier's logits and mean-pooled last layer from one forward, side by side: (B, labels + C)."""
+    last = m.encoder(ids, mask)
+    return torch.cat([m.logits(last).float(), mean_pool(last, mask).float()], dim=-1)
+
+
 @torch.no_grad()
 def score(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length: int,
           fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = logits_of,

@@ -4,10 +4,11 @@ optionally on extra unlabeled text that only the teacher's soft targets supervis
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import model
 
-from .common import classifier_from, score, seed_all, use_threads
+from .common import classifier_from, logits_and_pooled_of, score, seed_all, use_threads
 from .config import TaskDistillConfig
 from .data import read_texts
 from .finetune import dev_accuracy, labeled_ids, train_classifier
@@ -39,8 +40,15 @@ def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
         labels += [-100] * len(extra_ids)  # no label: the teacher's soft targets alone
         log.info("task distillation: %d labeled + %d unlabeled texts", len(train_ids), len(extra_ids))
     # The teacher is frozen and has no dropout in eval mode: its logits are a function of the text,
-    # so they are computed once here instead of once per batch per epoch.
-    teacher_logits = score(teacher, seqs, tok.pad_id, cfg.max_length)
+    # so they are computed once here instead of once per batch per epoch. When the representation
+    # loss is toward the teacher itself, its pooled embeddings come from the same forward.
+    reference_pooled = None
+    toward_teacher = cfg.embed_reference and Path(cfg.embed_reference).resolve() == Path(cfg.teacher).resolve()
+    if cfg.alpha_embed > 0 and toward_teacher:
+        both = score(teacher, seqs, tok.pad_id, cfg.max_length, logits_and_pooled_of)  # (N, labels + C)
+        teacher_logits, reference_pooled = both[:, :len(id2label)], both[:, len(id2label):]
+    else:
+        teacher_logits = score(teacher, seqs, tok.pad_id, cfg.max_length)
     dev_eval = dev_accuracy(cfg, tok, id2label, lambda ids: score(teacher, ids, tok.pad_id, cfg.max_length))
     return train_classifier(cfg, student, tok, seqs, labels, teacher_logits, cfg.embed_reference or cfg.teacher,
-                            dev_eval)
+                            dev_eval, reference_pooled)

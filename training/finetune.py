@@ -37,17 +37,20 @@ def labeled_ids(tok: model.Tokenizer, path: str, cfg, id2label=None) -> tuple[La
 
 def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, tok: model.Tokenizer,
                      seqs: list[list[int]], labels: list[int], teacher_logits: torch.Tensor | None,
-                     pooling_from: str | None, dev_eval=None) -> dict[str, float]:
+                     pooling_from: str | None, dev_eval=None, reference_pooled: torch.Tensor | None = None
+                     ) -> dict[str, float]:
     """Train ``clf`` on (seqs, labels): CE alone, or with the teacher's cached logits the task-distillation
     objective. The frozen teacher and embedding reference are run once, before training, over every
-    sequence; what they produced travels with each batch, so neither model is held during training."""
+    sequence (``reference_pooled``: already done); what they produced travels with each batch, so neither
+    model is held during training."""
     tr = cfg.train
     maybe_freeze_embeddings(clf, cfg.freeze_embeddings)
     per_sequence = {}
     if teacher_logits is not None:
         per_sequence["teacher_logits"] = teacher_logits
-    reference = embedding_reference(cfg.embed_reference, cfg.alpha_embed)
-    if reference is not None:
+    if reference_pooled is not None and cfg.alpha_embed > 0:
+        per_sequence["reference_pooled"] = reference_pooled
+    elif (reference := embedding_reference(cfg.embed_reference, cfg.alpha_embed)) is not None:
         reference.to(pick_device(tr.device))
         per_sequence["reference_pooled"] = score(reference, seqs, tok.pad_id, cfg.max_length, pooled_of)
         del reference

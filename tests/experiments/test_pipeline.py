@@ -56,6 +56,10 @@ def test_quick_pipeline_selects_on_dev_only_and_reports_every_domain(tmp_path):
     assert built.choice in {"default", "t4"} and set(built.dev) == {"default", "t4", "baseline"}
     for scores in built.dev.values():
         assert {"retention_movies", "retention_tweets", "retention_nyt", "retention_ood_mean", "score"} <= set(scores)
+    # The baseline learns from the labels alone: no teacher signal of any kind reaches it.
+    trained = json.loads((built.baseline / "training_config.json").read_text())
+    assert trained["alpha"] == 0 and trained["alpha_embed"] == 0 and trained["embed_reference"] is None
+    assert trained["unlabeled_file"] is None
     res = evaluate(cfg, built, data, tmp_path)
 
     student, teacher = res["models"]["student"], res["models"]["teacher"]

@@ -266,3 +266,26 @@ def test_a_run_does_not_depend_on_the_generator_state_it_starts_in(assets, tmp_p
     assert weights[0].keys() == weights[1].keys()
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+def test_a_representation_loss_toward_the_teacher_scores_it_once_with_the_same_result(assets, tmp_path):
+    """With embed_reference the teacher itself, its logits and pooled embeddings come from one forward
+    (training.common.logits_and_pooled_of); a copy of the teacher in another folder takes the two-pass
+    path. Both must train the same weights."""
+    import shutil
+
+    common = ["train_file=" + str(assets / "train.tsv"), "max_length=32", "train.batch_size=16",
+              "train.progress=false", "train.device=cpu", "train.max_steps=4", "alpha_embed=1.0"]
+    train_main(["finetune", f"model={assets / 'teacher_base'}", f"train.out_dir={tmp_path / 't'}",
+                *[c for c in common if c != "alpha_embed=1.0"]])
+    teacher = tmp_path / "t" / "final"
+    shutil.copytree(teacher, tmp_path / "copy")
+    weights = []
+    for name, reference in (("one", teacher), ("two", tmp_path / "copy")):
+        out = tmp_path / name
+        train_main(["distill-task", f"teacher={teacher}", f"embed_reference={reference}", f"train.out_dir={out}",
+                    *common])
+        assert any("loss_embed" in m for m in _metrics(out))
+        weights.append(load_file(str(out / "final" / "model.safetensors")))
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-5, atol=1e-6, msg=k)

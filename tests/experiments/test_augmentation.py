@@ -1,0 +1,52 @@
+"""The text only the teacher supervises: perturbed copies of the training texts and news sentences."""
+
+from __future__ import annotations
+
+import random
+
+from experiments.datasets import perturb, write_splits
+from experiments.pipeline import Recipe, baseline_of, unlabeled_for
+
+
+def _is_subsequence(small: list[str], big: list[str]) -> bool:
+    it = iter(big)
+    return all(w in it for w in small)
+
+
+def test_a_perturbed_text_keeps_some_of_its_words_in_order():
+    text = "the film is not nearly as clever as it thinks it is , but the cast is fun"
+    words = text.split()
+    rng = random.Random(0)
+    outs = [perturb(text, rng) for _ in range(200)]
+    for out in outs:
+        kept = out.split()
+        assert 2 <= len(kept) < len(words) and _is_subsequence(kept, words)
+    crops = [o for o in outs if o in text]  # contiguous spans
+    assert 40 < len(crops) < 160  # both kinds of edit, about equally often
+    assert len(set(outs)) > 100  # not the same few edits over and over
+    assert [perturb(text, random.Random(0)) for _ in range(3)] == [perturb(text, random.Random(0))] * 3
+
+
+def test_a_text_too_short_to_cut_comes_back_whole():
+    assert perturb("great fun", random.Random(1)) == "great fun"
+
+
+def test_unlabeled_file_holds_news_and_perturbed_copies(tmp_path):
+    train = write_splits({"train": [(f"review number {i} was quite good overall", i % 2) for i in range(10)]},
+                         tmp_path)["train"]
+    news = tmp_path / "news.txt"
+    news.write_text("markets rose today\nrain is expected\n")
+    files = {"train": train, "unlabeled": news}
+    assert unlabeled_for(Recipe(augment=False, perturbed=0.0), files, tmp_path / "a.txt", 0) is None
+    assert unlabeled_for(Recipe(augment=True, perturbed=0.0), files, tmp_path / "b.txt", 0) == str(news)
+    lines = open(unlabeled_for(Recipe(augment=True, perturbed=2.0), files, tmp_path / "c.txt", 0)).read().splitlines()
+    assert lines[:2] == ["markets rose today", "rain is expected"] and len(lines) == 2 + 20
+    assert all(_is_subsequence(x.split(), f"review number {i % 10} was quite good overall".split())
+               for i, x in enumerate(lines[2:]))
+    only = open(unlabeled_for(Recipe(augment=False, perturbed=0.5), files, tmp_path / "d.txt", 0)).read()
+    assert len(only.splitlines()) == 5
+
+
+def test_the_baseline_gets_no_teacher_signal_whatever_the_recipe():
+    b = baseline_of(Recipe(augment=True, perturbed=1.0, alpha_embed=2.0, alpha=0.9, layers=4))
+    assert (b.alpha, b.augment, b.perturbed, b.alpha_embed, b.layers) == (0.0, False, 0.0, 0.0, 4)
