@@ -27,6 +27,8 @@ def test_rows_cover_the_issue_and_seed_the_default_and_baseline_three_times():
     assert ROWS[0].recipe == PLAIN and ROWS[0].seeds == SEEDS and len(SEEDS) == 3
     baseline = next(r for r in ROWS if r.recipe.alpha == 0.0)
     assert baseline.seeds == SEEDS
+    default = next(r for r in ROWS if r.recipe == Recipe())  # the recipe make models uses
+    assert default.seeds == SEEDS
     for change in ({"general_distillation": True}, {"augment": True}, {"freeze_embeddings": True},
                    {"alpha_embed": 1.0}, {"temperature": 1.0}, {"temperature": 4.0}, {"alpha": 0.9}, {"layers": 4}):
         assert replace(PLAIN, **change) in recipes, change
