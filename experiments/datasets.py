@@ -92,7 +92,7 @@ def perturb(text: str, rng: random.Random, drop: float = 0.15, keep: tuple[float
     teacher's soft targets supervise these texts."""
     words = text.split()
     if len(words) < 3:
-        return text
+        return " ".join(words)  # whitespace folded as in every other copy: one line per text
     if rng.random() < 0.5:
         n = max(2, round(len(words) * rng.uniform(*keep)))
         start = rng.randrange(len(words) - n + 1)

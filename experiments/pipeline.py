@@ -243,7 +243,9 @@ def train_student(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, 
 
 def unlabeled_for(recipe: Recipe, files: Files, path: Path, seed: int) -> str | None:
     """The text only the teacher's soft targets supervise: news sentences (``augment``) and perturbed
-    copies of the training texts (``perturbed``), in one file at ``path``; None when there is none."""
+    copies of the training texts (``perturbed``), in one file at ``path``; None when there is none.
+    ``seed`` is the pipeline's, as for the news sample: the seeds of one recipe share their extra text,
+    so their spread is the training's noise, not the draw of the text's."""
     if not recipe.perturbed:
         return str(files["unlabeled"]) if recipe.augment else None
     texts = read_labeled(files["train"], id2label=LABELS).texts

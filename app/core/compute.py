@@ -45,14 +45,20 @@ def _malloc_trim() -> Callable[[], object] | None:
 M_ARENA_MAX = -8  # glibc's malloc.h
 
 
+def arena_limit_from_environment() -> bool:
+    """An arena limit the operator chose for glibc (MALLOC_ARENA_MAX, or glibc.malloc.arena_max in
+    GLIBC_TUNABLES): it stands."""
+    return bool(os.environ.get("MALLOC_ARENA_MAX")) or "glibc.malloc.arena_max" in os.environ.get("GLIBC_TUNABLES", "")
+
+
 def limit_malloc_arenas(n: int) -> bool:
     """At most ``n`` glibc malloc arenas from now on (0: leave glibc's default, 8 per core); False where
-    it was not set: no glibc, or MALLOC_ARENA_MAX already chosen in the environment (that choice stands).
-    Why: each thread that allocates while another holds the lock gets an arena of its own (the compute
-    thread, ONNX Runtime's and OpenMP's workers, the tokenizer threads), and each keeps its own
-    fragmented free memory, which a trim cannot merge. Called before the threads start."""
+    it was not set: no glibc, or a limit already chosen in the environment (that choice stands).
+    Why: glibc gives each new thread that allocates an arena of its own until the limit is reached (the
+    compute thread, ONNX Runtime's and OpenMP's workers, the tokenizer threads), and each arena keeps its
+    own fragmented free memory, which a trim cannot merge. Called before the threads start."""
     mallopt = _libc_function("mallopt")
-    if n <= 0 or mallopt is None or os.environ.get("MALLOC_ARENA_MAX"):
+    if n <= 0 or mallopt is None or arena_limit_from_environment():
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return mallopt(M_ARENA_MAX, n) == 1

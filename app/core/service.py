@@ -17,7 +17,7 @@ from enum import StrEnum
 from .. import backends
 from ..backends import Backend, OutputSpec
 from ..settings import Settings
-from .compute import ComputeThread, limit_malloc_arenas
+from .compute import ComputeThread, arena_limit_from_environment, limit_malloc_arenas
 from .engine import Engine
 from .errors import DeadlineExceeded, InvalidInput, TooManyInputs, Unavailable, UnknownModel, Unsupported
 from .metrics import Metrics
@@ -104,6 +104,9 @@ class Service:
                 return
             if limit_malloc_arenas(s.malloc_arenas):  # before the compute, runtime and tokenizer threads start
                 log.info("at most %d malloc arenas", s.malloc_arenas)
+            elif s.malloc_arenas and arena_limit_from_environment():
+                log.info("malloc arenas: the environment's limit stands (malloc_arenas=%d not applied)",
+                         s.malloc_arenas)
             self.compute = compute = ComputeThread(s.threads, s.heap_trim_interval_s)
             for spec in s.models:
                 if self._draining(f"before loading model {spec.name}"):

@@ -114,3 +114,26 @@ def test_an_arena_limit_from_the_environment_stands():
                          capture_output=True, text=True, cwd=ROOT, check=True,
                          env={**os.environ, "MALLOC_ARENA_MAX": "4"})
     assert run.stdout.strip() == "False"
+
+
+def test_the_service_caps_the_arenas_before_its_threads_start(ckpts, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    import app.core.service as service
+    from app.main import create_app
+    from tests.app.conftest import make_settings, wait_ready
+
+    events = []
+    real_compute = service.ComputeThread
+    monkeypatch.setattr(service, "limit_malloc_arenas", lambda n: events.append(("arenas", n)) or True)
+    monkeypatch.setattr(service, "ComputeThread", lambda *a: events.append("compute") or real_compute(*a))
+    with TestClient(create_app(make_settings(ckpts, malloc_arenas=3, warmup=False))) as client:
+        wait_ready(client)
+    assert events == [("arenas", 3), "compute"]
+
+
+def test_an_arena_limit_in_glibc_tunables_stands_too():
+    code = "from app.core.compute import limit_malloc_arenas as f; print(f(2))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
+                         env={**os.environ, "GLIBC_TUNABLES": "glibc.malloc.arena_max=4"})
+    assert run.stdout.strip() == "False"

@@ -21,19 +21,22 @@ def test_a_perturbed_text_keeps_some_of_its_words_in_order():
     for out in outs:
         kept = out.split()
         assert 2 <= len(kept) < len(words) and _is_subsequence(kept, words)
-    crops = [o for o in outs if o in text]  # contiguous spans
-    assert 40 < len(crops) < 160  # both kinds of edit, about equally often
+    spans = {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 2, len(words))}
+    crops = [o for o in outs if o in spans]  # contiguous word spans
+    assert 70 < len(crops) < 130  # both kinds of edit, about equally often
     assert len(set(outs)) > 100  # not the same few edits over and over
     assert [perturb(text, random.Random(0)) for _ in range(3)] == [perturb(text, random.Random(0))] * 3
 
 
-def test_a_text_too_short_to_cut_comes_back_whole():
+def test_a_text_too_short_to_cut_comes_back_whole_on_one_line():
     assert perturb("great fun", random.Random(1)) == "great fun"
+    assert perturb("great\nfun", random.Random(1)) == "great fun"  # one text, one line of the unlabeled file
+    assert perturb("", random.Random(1)) == ""
 
 
 def test_unlabeled_file_holds_news_and_perturbed_copies(tmp_path):
-    train = write_splits({"train": [(f"review number {i} was quite good overall", i % 2) for i in range(10)]},
-                         tmp_path)["train"]
+    texts = [f"review number {i} was quite good overall" for i in range(8)] + ["fine", "loved\tit"]
+    train = write_splits({"train": [(t, i % 2) for i, t in enumerate(texts)]}, tmp_path)["train"]
     news = tmp_path / "news.txt"
     news.write_text("markets rose today\nrain is expected\n")
     files = {"train": train, "unlabeled": news}
@@ -41,8 +44,7 @@ def test_unlabeled_file_holds_news_and_perturbed_copies(tmp_path):
     assert unlabeled_for(Recipe(augment=True, perturbed=0.0), files, tmp_path / "b.txt", 0) == str(news)
     lines = open(unlabeled_for(Recipe(augment=True, perturbed=2.0), files, tmp_path / "c.txt", 0)).read().splitlines()
     assert lines[:2] == ["markets rose today", "rain is expected"] and len(lines) == 2 + 20
-    assert all(_is_subsequence(x.split(), f"review number {i % 10} was quite good overall".split())
-               for i, x in enumerate(lines[2:]))
+    assert all(_is_subsequence(x.split(), texts[i % 10].split()) and "\t" not in x for i, x in enumerate(lines[2:]))
     only = open(unlabeled_for(Recipe(augment=False, perturbed=0.5), files, tmp_path / "d.txt", 0)).read()
     assert len(only.splitlines()) == 5
 

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 import model
 from tests.fixtures import WORDS, write_tiny
+from training import distill_task
 from training.__main__ import main as train_main
 from training.config import DistillConfig, load_config
 from training.distill import run_distill
@@ -268,7 +269,7 @@ def test_a_run_does_not_depend_on_the_generator_state_it_starts_in(assets, tmp_p
         assert torch.equal(weights[0][k], weights[1][k]), k
 
 
-def test_a_representation_loss_toward_the_teacher_scores_it_once_with_the_same_result(assets, tmp_path):
+def test_a_representation_loss_toward_the_teacher_scores_it_once_with_the_same_result(assets, tmp_path, monkeypatch):
     """With embed_reference the teacher itself, its logits and pooled embeddings come from one forward
     (training.common.logits_and_pooled_of); a copy of the teacher in another folder takes the two-pass
     path. Both must train the same weights."""
@@ -280,11 +281,18 @@ def test_a_representation_loss_toward_the_teacher_scores_it_once_with_the_same_r
                 *[c for c in common if c != "alpha_embed=1.0"]])
     teacher = tmp_path / "t" / "final"
     shutil.copytree(teacher, tmp_path / "copy")
+    one_pass = []
+    real = distill_task.logits_and_pooled_of
+    monkeypatch.setattr(distill_task, "logits_and_pooled_of", lambda *a: one_pass.append(1) or real(*a))
+    monkeypatch.chdir(tmp_path)
     weights = []
-    for name, reference in (("one", teacher), ("two", tmp_path / "copy")):
+    # The same folder named two ways (relative reference, absolute teacher) is still the teacher itself.
+    for name, reference, passes in (("one", "t/./final", True), ("two", tmp_path / "copy", False)):
         out = tmp_path / name
+        one_pass.clear()
         train_main(["distill-task", f"teacher={teacher}", f"embed_reference={reference}", f"train.out_dir={out}",
                     *common])
+        assert bool(one_pass) == passes
         assert any("loss_embed" in m for m in _metrics(out))
         weights.append(load_file(str(out / "final" / "model.safetensors")))
     for k in weights[0]:
