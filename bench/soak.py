@@ -7,7 +7,7 @@
 seed): endpoint (/classify, /embed, /v1/embeddings, /compare), model, 1-8 inputs of mixed length
 (a share near the model's max length), a share of bad inputs (each a known 4xx) and a share of
 clients that send a request and disconnect before the answer. Meanwhile /health is probed every
-second and the service's RSS read from /proc every 5 s. Writes a JSON results file and,
+second and the service's RSS read from /proc every second (``--rss-every-s``). Writes a JSON results file and,
 with ``--readme``, the README line between its ``<!-- soak:start/end -->`` markers.
 """
 
@@ -163,8 +163,10 @@ def rss_mb(pid: int | None) -> float | None:
     return None
 
 
-async def _watch(url: str, pid: int | None, stop_at: float, t0: float, out: dict) -> None:
-    """/health every second, RSS every 5 s."""
+async def _watch(url: str, pid: int | None, stop_at: float, t0: float, out: dict, rss_every_s: float) -> None:
+    """/health every second, RSS every ``rss_every_s``. One RSS sample catches whatever batches are in
+    flight at that instant (the service hands memory back every second): samples of one steady minute
+    spread by about 7%, so a per-minute median needs many of them to show the level, not the draw."""
     async with httpx.AsyncClient(timeout=10) as c:
         last_rss = 0.0
         while time.perf_counter() < stop_at:
@@ -174,7 +176,7 @@ async def _watch(url: str, pid: int | None, stop_at: float, t0: float, out: dict
             except httpx.HTTPError:
                 ok = False
             out["health"].append((t - t0, time.perf_counter() - t, ok))
-            if t - last_rss >= 5:
+            if t - last_rss >= rss_every_s - 0.05:
                 out["rss"].append((t - t0, rss_mb(pid)))
                 last_rss = t
             await asyncio.sleep(max(0.0, 1.0 - (time.perf_counter() - t)))
@@ -190,7 +192,7 @@ def dropped(metrics_text: str) -> dict[str, float]:
 
 
 async def soak(url: str, pid: int | None, duration_s: float, concurrency: int, bad_share: float,
-               disconnect_share: float, seed: int, headers: dict | None) -> dict:
+               disconnect_share: float, seed: int, headers: dict | None, rss_every_s: float = 1.0) -> dict:
     async with httpx.AsyncClient(timeout=30, headers=headers) as c:
         info = (await c.get(f"{url}/info")).json()
         dropped_before = dropped((await c.get(f"{url}/metrics")).text)
@@ -204,14 +206,14 @@ async def soak(url: str, pid: int | None, duration_s: float, concurrency: int, b
     tally = Tally(t0)
     watch: dict = {"health": [], "rss": [(0.0, rss_mb(pid))]}
     clients = [_client(url, plan, tally, stop_at, headers) for _ in range(concurrency)]
-    await asyncio.gather(_watch(url, pid, stop_at, t0, watch), *clients)
+    await asyncio.gather(_watch(url, pid, stop_at, t0, watch, rss_every_s), *clients)
     watch["rss"].append((time.perf_counter() - t0, rss_mb(pid)))
     async with httpx.AsyncClient(timeout=30, headers=headers) as c:
         metrics_after = (await c.get(f"{url}/metrics")).text
         info_after = (await c.get(f"{url}/info")).json()
     drop = {k: v - dropped_before.get(k, 0.0) for k, v in dropped(metrics_after).items()}
     return summarize(tally, watch, duration_s, concurrency, info, info_after, drop, source, bad_share,
-                     disconnect_share, seed)
+                     disconnect_share, seed) | {"rss_every_s": rss_every_s}
 
 
 def summarize(tally: Tally, watch: dict, duration_s: float, concurrency: int, info: dict, info_after: dict,
@@ -221,7 +223,7 @@ def summarize(tally: Tally, watch: dict, duration_s: float, concurrency: int, in
         lo, hi = m * 60, (m + 1) * 60
         valid = [lat * 1000 for t, lat, st, k in tally.samples if lo <= t < hi and k == "valid" and st == 200]
         rss = [r for t, r in watch["rss"] if lo <= t < hi and r is not None]
-        # The median of the minute's 5-s samples: the level a leak would raise. The service hands freed memory
+        # The median of the minute's samples: the level a leak would raise. The service hands freed memory
         # back every second, so a single sample (or the max) also catches the batches in flight at that instant.
         minutes.append({"minute": m + 1, "ok": len(valid), "p50_ms": round(percentile(valid, 50), 2),
                         "p99_ms": round(percentile(valid, 99), 2),
@@ -273,7 +275,7 @@ def readme_line(r: dict, command: str) -> str:
             f"{r['bad']['requests']:,} bad inputs, {r['disconnects']['requests']:,} client disconnects; "
             f"5xx: {valid5} on valid input, {r['bad']['5xx']} on bad input; transport errors on valid input: "
             f"{sum(v for k, v in st.items() if not k.isdigit())}; "
-            f"p99 per minute (ms): {p99}; RSS per minute (MB, median of 5-s samples): "
+            f"p99 per minute (ms): {p99}; RSS per minute (MB, median of {r.get('rss_every_s', 5):g}-s samples): "
             f"{rss}; "
             f"RSS {r['rss_mb']['start']} MB at start, {r['rss_mb']['end']} MB at end; "
             f"dropped inputs: {int(sum(r['dropped_inputs'].values()))} "
@@ -307,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bad-share", type=float, default=0.10)
     p.add_argument("--disconnect-share", type=float, default=0.03)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rss-every-s", type=float, default=1.0, help="seconds between RSS samples")
     p.add_argument("--api-key", default=os.environ.get("DISTIL_API_KEY"))
     p.add_argument("--out", default="bench/results/soak.json")
     p.add_argument("--readme", help="README to write the soak line into")
@@ -329,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         wait_ready(url, proc)
         print(f"[soak] {args.duration_s:.0f} s at c={args.concurrency} against {url}", file=sys.stderr)
         result = asyncio.run(soak(url, pid, args.duration_s, args.concurrency, args.bad_share,
-                                  args.disconnect_share, args.seed, headers))
+                                  args.disconnect_share, args.seed, headers, args.rss_every_s))
     finally:
         if proc is not None:
             exited = proc.poll()
