@@ -93,4 +93,3 @@ def similarity_kl(student_pooled: torch.Tensor, teacher_pooled: torch.Tensor,
     ss = (s @ s.T)[off].view(n, n - 1) / temperature  # (B, B-1): similarities to the others
     ts = (t @ t.T)[off].view(n, n - 1) / temperature
     return F.kl_div(F.log_softmax(ss, -1), F.log_softmax(ts, -1), log_target=True, reduction="batchmean")
-
