@@ -75,6 +75,8 @@ class Recipe:
     # "teacher": match the fine-tuned teacher's own (a 384-wide target per text besides its two logits);
     # "minilm": preserve the original all-MiniLM-L6-v2's sentence embeddings
     embed_toward: str = "teacher"
+    # per-token hidden states: each student layer toward the teacher layer it was copied from (1 - cos)
+    alpha_hidden: float = 0.0
     alpha: float = 0.5  # weight of the teacher's soft targets; 0: labels only (the baseline)
     temperature: float = 2.0
     layers: int = 3  # of all-MiniLM-L6-v2's 6
@@ -83,7 +85,7 @@ class Recipe:
 def baseline_of(recipe: Recipe) -> Recipe:
     """The label-only baseline at ``recipe``'s size and initialisation: every teacher signal off (soft
     targets, the unlabeled text only they supervise, and the representation loss toward the teacher)."""
-    return replace(recipe, alpha=0.0, augment=False, perturbed=0.0, alpha_embed=0.0)
+    return replace(recipe, alpha=0.0, augment=False, perturbed=0.0, alpha_embed=0.0, alpha_hidden=0.0)
 
 
 BASELINE = baseline_of(Recipe())
@@ -235,7 +237,7 @@ def train_student(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, 
         train_file=str(files["train"]), dev_file=None,
         unlabeled_file=unlabeled_for(recipe, files, work / f"{name}.unlabeled.txt", cfg.seed),
         alpha=recipe.alpha, temperature=recipe.temperature, freeze_embeddings=recipe.freeze_embeddings,
-        alpha_embed=recipe.alpha_embed,
+        alpha_embed=recipe.alpha_embed, alpha_hidden=recipe.alpha_hidden,
         embed_reference=str({"minilm": minilm, "teacher": teacher}[recipe.embed_toward]) if recipe.alpha_embed > 0
         else None,
         train=_train(cfg.student.train, work / name, seed, cfg.threads)))

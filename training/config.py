@@ -90,6 +90,9 @@ class TaskDistillConfig:
     temperature: float = 2.0
     embed_reference: str | None = None  # keep sentence embeddings close to this model's
     alpha_embed: float = 0.0
+    # Per-token hidden states: 1 - cos between each student layer's output and the teacher layer it
+    # was copied from (the paper's L_cos, here during task distillation, on every text scored).
+    alpha_hidden: float = 0.0
     freeze_embeddings: bool = False
     train: TrainConfig = field(default_factory=lambda: _task_train("runs/distill-task"))
 

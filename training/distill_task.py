@@ -8,11 +8,11 @@ from pathlib import Path
 
 import model
 
-from .common import classifier_from, logits_and_pooled_of, score, seed_all, use_threads
+from .common import classifier_from, logits_and_pooled_of, score, seed_all, teacher_targets, use_threads
 from .config import TaskDistillConfig
 from .data import read_texts
 from .finetune import dev_accuracy, labeled_ids, train_classifier
-from .init import init_student
+from .init import init_student, layer_map
 from .trainer import pick_device
 
 log = logging.getLogger("training")
@@ -41,14 +41,23 @@ def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
         log.info("task distillation: %d labeled + %d unlabeled texts", len(train_ids), len(extra_ids))
     # The teacher is frozen and has no dropout in eval mode: its logits are a function of the text,
     # so they are computed once here instead of once per batch per epoch. When the representation
-    # loss is toward the teacher itself, its pooled embeddings come from the same forward.
-    reference_pooled = None
+    # loss is toward the teacher itself, its pooled embeddings come from the same forward; so do, for
+    # the hidden-state loss, its per-token outputs at the layers the student's were copied from.
+    reference_pooled = teacher_states = None
     toward_teacher = cfg.embed_reference and Path(cfg.embed_reference).resolve() == Path(cfg.teacher).resolve()
-    if cfg.alpha_embed > 0 and toward_teacher:
+    if cfg.alpha_hidden > 0:
+        pairs = layer_map(teacher.config.num_layers, student.config.num_layers)
+        log.info("hidden-state loss: student layers %s toward teacher layers %s (0-based)",
+                 list(range(student.config.num_layers)), pairs)
+        both, teacher_states = teacher_targets(teacher, seqs, tok.pad_id, cfg.max_length, pairs)
+        teacher_logits = both[:, :len(id2label)]
+        if cfg.alpha_embed > 0 and toward_teacher:
+            reference_pooled = both[:, len(id2label):]
+    elif cfg.alpha_embed > 0 and toward_teacher:
         both = score(teacher, seqs, tok.pad_id, cfg.max_length, logits_and_pooled_of)  # (N, labels + C)
         teacher_logits, reference_pooled = both[:, :len(id2label)], both[:, len(id2label):]
     else:
         teacher_logits = score(teacher, seqs, tok.pad_id, cfg.max_length)
     dev_eval = dev_accuracy(cfg, tok, id2label, lambda ids: score(teacher, ids, tok.pad_id, cfg.max_length))
     return train_classifier(cfg, student, tok, seqs, labels, teacher_logits, cfg.embed_reference or cfg.teacher,
-                            dev_eval, reference_pooled)
+                            dev_eval, reference_pooled, teacher_states)

@@ -15,6 +15,7 @@ from . import objective
 from .common import (
     ClassifierOutputs,
     SequenceData,
+    TokenStates,
     classification_metrics,
     classifier_from,
     embedding_reference,
@@ -37,12 +38,13 @@ def labeled_ids(tok: model.Tokenizer, path: str, cfg, id2label=None) -> tuple[La
 
 def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, tok: model.Tokenizer,
                      seqs: list[list[int]], labels: list[int], teacher_logits: torch.Tensor | None,
-                     pooling_from: str | None, dev_eval=None, reference_pooled: torch.Tensor | None = None
-                     ) -> dict[str, float]:
+                     pooling_from: str | None, dev_eval=None, reference_pooled: torch.Tensor | None = None,
+                     teacher_states: TokenStates | None = None) -> dict[str, float]:
     """Train ``clf`` on (seqs, labels): CE alone, or with the teacher's cached logits the task-distillation
     objective. The frozen teacher and embedding reference are run once, before training, over every
     sequence (``reference_pooled``: already done); what they produced travels with each batch, so neither
-    model is held during training."""
+    model is held during training. ``teacher_states``: the teacher's per-token outputs at the layers
+    ``clf``'s layers pair with, in order (one per student layer), for the hidden-state loss."""
     tr = cfg.train
     maybe_freeze_embeddings(clf, cfg.freeze_embeddings)
     per_sequence = {}
@@ -54,18 +56,24 @@ def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, to
         reference.to(pick_device(tr.device))
         per_sequence["reference_pooled"] = score(reference, seqs, tok.pad_id, cfg.max_length, pooled_of)
         del reference
-    data = SequenceData(seqs, labels, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed, per_sequence)
     alpha, temperature = getattr(cfg, "alpha", 0.0), getattr(cfg, "temperature", 1.0)
+    alpha_hidden = getattr(cfg, "alpha_hidden", 0.0)
+    per_token, layers = {}, None
+    if teacher_states is not None and alpha_hidden > 0:
+        per_token["teacher_states"] = teacher_states
+        layers = list(range(clf.config.num_layers))
+    data = SequenceData(seqs, labels, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed, per_sequence, per_token)
 
     def loss_fn(m, batch, g):
         t = batch.tensors
         ids, mask = t["input_ids"], t["attention_mask"]
-        logits, last = m(ids, mask)
+        logits, last, states = m(ids, mask)
         return objective.task_distillation(logits, t.get("teacher_logits"), t["labels"], alpha, temperature,
-                                           mean_pool(last, mask), t.get("reference_pooled"), cfg.alpha_embed)
+                                           mean_pool(last, mask), t.get("reference_pooled"), cfg.alpha_embed,
+                                           states, t.get("teacher_states"), mask, alpha_hidden)
 
     out = Path(tr.out_dir)
-    trainer = Trainer(ClassifierOutputs(clf), tr, data.batches_for_epoch, data.make_batch, loss_fn,
+    trainer = Trainer(ClassifierOutputs(clf, layers), tr, data.batches_for_epoch, data.make_batch, loss_fn,
                       (lambda m: dev_eval(m.clf)) if dev_eval else None,
                       export_fn=lambda m: export(m.clf, out / "final", tok, cfg, pooling_from=pooling_from),
                       extra_config=to_dict(cfg))

@@ -71,10 +71,14 @@ def general_distillation(student: Outputs, teacher: Outputs, attention_mask: tor
 def task_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                       labels: torch.Tensor | None, alpha: float, temperature: float,
                       student_pooled: torch.Tensor | None = None, reference_pooled: torch.Tensor | None = None,
-                      alpha_embed: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+                      alpha_embed: float = 0.0, student_states: torch.Tensor | None = None,
+                      teacher_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                      alpha_hidden: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """alpha * KL_T * T^2 + (1 - alpha) * CE on the labels (KL only on unlabeled rows, label -100);
     without teacher logits, CE alone (fine-tuning). Plus, with a reference, embedding preservation:
-    alpha_embed * (1 - cos(student's pooled embedding, the reference's))."""
+    alpha_embed * (1 - cos(student's pooled embedding, the reference's)). Plus, with the teacher's
+    per-token states (B, T, L, C) beside the student's at the layers they pair, alpha_hidden * the mean
+    over the L pairs of 1 - cos over the real tokens."""
     terms: dict[str, tuple[float, torch.Tensor]] = {}
     if teacher_logits is None:
         terms["loss_ce"] = 1.0, torch.nn.functional.cross_entropy(student_logits.float(), labels)
@@ -83,6 +87,11 @@ def task_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor
                                                            temperature)
     if reference_pooled is not None and alpha_embed > 0:
         terms["loss_embed"] = alpha_embed, losses.pooled_cosine(student_pooled, reference_pooled)
+    if teacher_states is not None and alpha_hidden > 0:
+        pairs = teacher_states.shape[2]
+        terms["loss_hidden"] = alpha_hidden, sum(
+            losses.hidden_cosine(student_states[:, :, i], teacher_states[:, :, i], attention_mask)
+            for i in range(pairs)) / pairs
     return _weighted(terms, student_logits)
 
 

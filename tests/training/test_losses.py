@@ -82,3 +82,26 @@ def test_similarity_kl_hand_value():
     assert losses.similarity_kl(s, t, temperature=1.0).item() == pytest.approx(0.23107, abs=1e-4)
     assert losses.similarity_kl(t * 3, t, temperature=0.05).item() == pytest.approx(0.0, abs=1e-6)
     assert losses.similarity_kl(s[:2], t[:2]).item() == 0.0  # one neighbour each: nothing to match
+
+
+def test_task_distillation_hidden_term_by_hand():
+    """loss_hidden: 1 - cos per real token, averaged over tokens then over the layer pairs; padding
+    positions are ignored whatever they hold."""
+    from training import objective
+
+    logits = torch.zeros(1, 2)
+    teacher = torch.zeros(1, 3, 2, 2)  # (B, T, pairs, C); token 2 is padding
+    teacher[0, :, 0] = torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    teacher[0, :, 1] = torch.tensor([[1.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+    student = torch.zeros(1, 3, 2, 2)
+    student[0, :, 0] = torch.tensor([[2.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])  # cos 1, 0   -> mean 0.5
+    student[0, :, 1] = torch.tensor([[-1.0, 0.0], [3.0, 0.0], [-1.0, 0.0]])  # cos -1, 1 -> mean 1.0
+    mask = torch.tensor([[1, 1, 0]])
+    total, parts = objective.task_distillation(logits, logits, torch.tensor([0]), 0.5, 2.0,
+                                               student_states=student, teacher_states=teacher,
+                                               attention_mask=mask, alpha_hidden=2.0)
+    assert parts["loss_hidden"] == pytest.approx((0.5 + 1.0) / 2)
+    assert total.item() == pytest.approx(parts["loss_task"] + 2.0 * 0.75)
+    _, off = objective.task_distillation(logits, logits, torch.tensor([0]), 0.5, 2.0, student_states=student,
+                                         teacher_states=teacher, attention_mask=mask, alpha_hidden=0.0)
+    assert "loss_hidden" not in off

@@ -297,3 +297,73 @@ def test_a_representation_loss_toward_the_teacher_scores_it_once_with_the_same_r
         weights.append(load_file(str(out / "final" / "model.safetensors")))
     for k in weights[0]:
         torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def _layer_cosines(student: torch.nn.Module, teacher: torch.nn.Module, seqs, pairs) -> list[float]:
+    """Mean per-token cosine of each student layer's output and its paired teacher layer's."""
+    from training.data import collate
+
+    ids, mask = collate(seqs, 0, 32)
+    with torch.no_grad():
+        s, t = student.encoder.hidden_states(ids, mask), teacher.encoder.hidden_states(ids, mask)
+    real = mask.bool()
+    return [torch.nn.functional.cosine_similarity(s[i + 1][real], t[k + 1][real], dim=-1).mean().item()
+            for i, k in enumerate(pairs)]
+
+
+def test_teacher_states_are_cached_once_per_text_as_the_teacher_computes_them(assets):
+    """training.common.teacher_targets: one forward per batch gives the logits, the pooled last layer and
+    the per-token outputs of the chosen layers; each text's cached rows equal the teacher run on that text
+    alone (no padding leaks in), to half precision, and come back zero-padded to a batch's length."""
+    from model.pooling import mean_pool
+    from training.common import classifier_from, score, teacher_targets
+
+    torch.manual_seed(0)
+    teacher = classifier_from(assets / "teacher_base", {0: "negative", 1: "positive"}).eval()
+    tok = model.Tokenizer.from_dir(assets / "teacher_base")
+    seqs = tok.tokenize_ids((assets / "corpus.txt").read_text().splitlines()[:70])  # two scoring batches
+    both, states = teacher_targets(teacher, seqs, tok.pad_id, 32, [0, 3], batch_size=64)
+    c = teacher.config.hidden_size
+    assert both.shape == (70, 2 + c)
+    torch.testing.assert_close(both[:, :2], score(teacher, seqs, tok.pad_id, 32), rtol=1e-4, atol=1e-5)
+    assert len(states) == 70 and states.lengths == [min(len(s), 32) for s in seqs]
+    for i in (0, 5, 69):
+        ids = torch.tensor([seqs[i][:32]])
+        mask = torch.ones_like(ids)
+        with torch.no_grad():
+            hidden = teacher.encoder.hidden_states(ids, mask)
+        want = torch.stack([hidden[1][0], hidden[4][0]], dim=1)  # (T, 2, C)
+        torch.testing.assert_close(states[i], want, rtol=2e-3, atol=2e-3)
+        torch.testing.assert_close(both[i, 2:], mean_pool(hidden[-1], mask)[0], rtol=1e-4, atol=1e-5)
+    batch = states.padded([0, 1], 40)
+    assert batch.shape == (2, 40, 2, c)
+    assert batch[0, states.lengths[0]:].abs().sum() == 0
+    torch.testing.assert_close(batch[1, :states.lengths[1]], states[1])
+
+
+def test_the_hidden_state_loss_pulls_each_student_layer_toward_its_teacher_layer(assets, tmp_path):
+    """distill-task with alpha_hidden: the loss is logged and falls, and the student's layers end closer
+    (per-token cosine) to the teacher layers they were copied from than the same run without it."""
+    from training.init import layer_map
+
+    common = ["train_file=" + str(assets / "train.tsv"), "max_length=32", "train.batch_size=16",
+              "train.progress=false", "train.device=cpu", "train.log_every=2", "train.lr=3e-3",
+              "train.warmup_fraction=0.0", "student_layers=2", "train.max_steps=24"]
+    train_main(["finetune", f"model={assets / 'teacher_base'}", f"train.out_dir={tmp_path / 't'}",
+                *[c for c in common if "student_layers" not in c]])
+    teacher_dir = tmp_path / "t" / "final"
+    teacher = model.load(teacher_dir).eval()
+    held = model.Tokenizer.from_dir(teacher_dir).tokenize_ids(
+        (assets / "corpus.txt").read_text().splitlines()[-64:])
+    pairs = layer_map(teacher.config.num_layers, 2)
+    cos = {}
+    for alpha in (0.0, 1.0):
+        out = tmp_path / f"kd{alpha}"
+        train_main(["distill-task", f"teacher={teacher_dir}", f"train.out_dir={out}", f"alpha_hidden={alpha}",
+                    f"unlabeled_file={assets / 'corpus.txt'}", "max_unlabeled=100", *common])
+        hist = [m for m in _metrics(out) if "loss" in m]
+        assert ("loss_hidden" in hist[0]) == (alpha > 0)
+        if alpha:
+            assert hist[-1]["loss_hidden"] < hist[0]["loss_hidden"]
+        cos[alpha] = _layer_cosines(model.load(out / "final").eval(), teacher, held, pairs)
+    assert all(with_loss > without for with_loss, without in zip(cos[1.0], cos[0.0], strict=True)), cos
