@@ -71,9 +71,26 @@ def test_choice_keeps_the_students_size_and_never_picks_the_baseline():
     assert choose(rows[:3]) == "plain"
 
 
+def test_a_tie_within_the_seed_noise_goes_to_the_best_full_budget_dev_score():
+    def entry(name, recipe, score, std=0.0, seeds=(42,)):
+        return {"name": name, "recipe": asdict(recipe), "seeds": list(seeds),
+                "dev": {"score": {"mean": score, "std": std}}}
+
+    a, b, c = replace(PLAIN, augment=True), replace(PLAIN, alpha=0.9), replace(PLAIN, alpha=1.0)
+    rows = [entry("plain", PLAIN, 0.90, 0.010, SEEDS), entry("a", a, 0.95), entry("b", b, 0.942),
+            entry("c", c, 0.93)]  # noise 0.01: a and b are tied, c is not
+    full = {"candidates": {"x": {"recipe": asdict(b), "dev": {"score": 0.99}},
+                           "y": {"recipe": asdict(a), "dev": {"score": 0.98}},
+                           "z": {"recipe": asdict(c), "dev": {"score": 0.999}}}}
+    assert choose(rows) == "a"  # no full-budget evidence: the best ablation dev score
+    assert choose(rows, full) == "b"  # tied with a, and better at the full budget
+    del full["candidates"]["x"]
+    assert choose(rows, full) == "a"  # c's full-budget score does not count: it is beyond the noise
+
+
 def test_make_models_uses_the_recipe_the_committed_ablation_chose():
     res = json.loads((Path(__file__).resolve().parents[2] / "docs" / "ablation.json").read_text())
-    chosen = next(e for e in res["rows"] if e["name"] == choose(res["rows"]))
+    chosen = next(e for e in res["rows"] if e["name"] == choose(res["rows"], res.get("full_budget")))
     assert chosen["recipe"] == asdict(Recipe())
     assert Recipe() != PLAIN  # the evidence moved the default off the reference recipe
 
