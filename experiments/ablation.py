@@ -262,7 +262,9 @@ def readme_section(res: dict) -> str:
     lines = [f"Written by `make ablation` on {res['created']} ({res['minutes']:.0f} min{_cpu(res)}{_kept(res)}): "
              "every row "
              f"trains on the same {res['data']['train']} movie-review snippets for "
-             f"{cfg['epochs']} epoch{'s' if cfg['epochs'] > 1 else ''} from the same teacher; retention on the test "
+             f"{cfg['epochs']} epoch{'s' if cfg['epochs'] > 1 else ''} from the same teacher (fine-tuned for "
+             f"{cfg['teacher_epochs']} epoch{'s' if cfg['teacher_epochs'] > 1 else ''}: the ablation's own budget, "
+             f"whatever make models' teacher gets); retention on the test "
              "splits, mean ± std over three seeds where shown; (noise) marks a difference from the plain recipe "
              "within the seed std. The dev-split table the default recipe is chosen by, and every number, are in "
              "[docs/ablation.md](docs/ablation.md).", ""]
