@@ -98,7 +98,8 @@ ablation: install assets
 	  --readme README.md
 
 # The ablation rows it cannot tell apart, trained at make models' full budget and scored on dev
-# (docs/candidates.json; make ablation reads it to break the tie). About 35 minutes on 2 cores.
+# (docs/candidates.json; make ablation reads it to break the tie). Four full-budget students: about
+# 35 minutes on 2 cores when none is trained yet (finished ones are reused).
 candidates: install assets
 	$(PY) -m experiments.candidates --work $(ARTIFACTS)/work --out docs/candidates.json --workers 2 --threads 1
 

@@ -249,7 +249,7 @@ def _kept(res: dict) -> str:
     workers = res["config"]["workers"]
     return (f" for the runs this invocation trained; {n} runs were kept from earlier invocations. All "
             f"{sum(len(e['seeds']) for e in res['rows'])} runs took {worker_min:.1f} worker-minutes in all "
-            f"(about {worker_min / workers:.0f} min on {workers} workers, plus the shared teacher)")
+            f"(about {worker_min / workers:.0f} min on {workers} workers, plus their teacher)")
 
 
 def _cpu(res: dict) -> str:
@@ -459,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         res = run(args.out, args.work, Budget(train=args.train, epochs=args.epochs), args.quick, args.workers,
                   args.threads)
+    res.pop("full_budget", None)  # what the candidates file says now, not what an older run read
     if args.candidates.is_file() and not args.quick:
         res["full_budget"] = json.loads(args.candidates.read_text())
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -22,24 +22,27 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from bench.env import cpu_model
 
+from .ablation import PLAIN
 from .pipeline import PipelineConfig, Recipe, load_data, select, train_student, train_teacher
 
 log = logging.getLogger("experiments.candidates")
 
 # Run name -> (what it is, recipe); each recipe is also an ablation row's (``ablation.ROWS``), which is how
-# choose() links them. The students train into WORK/cand_<name>.
+# choose() links them, so they are spelled from the ablation's reference recipe, not from Recipe()'s
+# defaults. The students train into WORK/cand_<name>.
+_TEACHER_SIGNALS = replace(PLAIN, augment=True, alpha_embed=1.0, embed_toward="teacher")
 CANDIDATES = {
-    "a05": ("α 0.5, a perturbed copy of every snippet", Recipe(alpha=0.5, perturbed=1.0)),
-    "a09": ("α 0.9, a perturbed copy of every snippet", Recipe(alpha=0.9, perturbed=1.0)),
-    "a10": ("α 1, a perturbed copy of every snippet", Recipe(alpha=1.0, perturbed=1.0)),
-    "a10p5": ("α 1, perturbed copies of half the snippets", Recipe(alpha=1.0, perturbed=0.5)),
+    "a05": ("α 0.5, a perturbed copy of every snippet", replace(_TEACHER_SIGNALS, alpha=0.5, perturbed=1.0)),
+    "a09": ("α 0.9, a perturbed copy of every snippet", replace(_TEACHER_SIGNALS, alpha=0.9, perturbed=1.0)),
+    "a10": ("α 1, a perturbed copy of every snippet", replace(_TEACHER_SIGNALS, alpha=1.0, perturbed=1.0)),
+    "a10p5": ("α 1, perturbed copies of half the snippets", replace(_TEACHER_SIGNALS, alpha=1.0, perturbed=0.5)),
 }
 
 

@@ -108,3 +108,15 @@ def test_the_student_baseline_gap_is_held_to_the_ablations_seed_noise():
     assert "not above it on both ❌" in versus_baseline(res, noise)  # +1.0 in-domain, but +1.0 < 1.8 out of it
     res["models"]["baseline"]["accuracy_ood_mean"] = 0.67
     assert "above it on both ✅" in versus_baseline(res, noise) and "+3.0 out-of-domain" in versus_baseline(res, noise)
+
+
+def test_every_full_budget_candidate_is_an_ablation_row_and_the_committed_scores_match_them():
+    """choose() links candidates to rows by recipe: a candidate that matches no row would be ignored."""
+    from experiments.candidates import CANDIDATES
+
+    recipes = [r.recipe for r in ROWS]
+    for name, (_, recipe) in CANDIDATES.items():
+        assert recipe in recipes, name
+    committed = json.loads((Path(__file__).resolve().parents[2] / "docs" / "candidates.json").read_text())
+    assert {n: c["recipe"] for n, c in committed["candidates"].items()} == \
+        {n: asdict(r) for n, (_, r) in CANDIDATES.items()}
