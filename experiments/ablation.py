@@ -116,13 +116,13 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def summarize(runs: dict[str, dict], rows=ROWS) -> list[dict]:
+def summarize(runs: dict[str, dict], rows=ROWS, budget: Budget | None = None) -> list[dict]:
     """Per row and split: mean (± std over seeds) of each metric, and its difference from the plain
     recipe, called noise when smaller than the larger of the two rows' seed std."""
     out = []
     ref = None
     for row in rows:
-        per_seed = [runs[_key(row, s)] for s in row.seeds if _key(row, s) in runs]
+        per_seed = [runs[_key(row, s, budget)] for s in row.seeds if _key(row, s, budget) in runs]
         if not per_seed:
             continue
         entry = {"name": row.name, "recipe": asdict(row.recipe), "seeds": [r["seed"] for r in per_seed],
@@ -191,7 +191,10 @@ def _choice_text(res: dict) -> str:
             f"**{chosen}** (experiments/pipeline.py's `Recipe`).")
 
 
-def _key(row: Row, seed: int) -> str:
+def _key(row: Row, seed: int, budget: Budget | None = None) -> str:
+    """A stored run's identity: the recipe, the seed, and whatever of the budget differs from the default
+    ``Budget`` (so runs stored under the default stay valid, and a run under another budget, teacher
+    included, is never taken for one of them)."""
     recipe = asdict(row.recipe)
     # embed_toward, perturbed and alpha_hidden came after runs were stored: left out where they change
     # nothing (no embedding loss, no perturbed copies, no hidden-state loss) or hold the only value those
@@ -202,7 +205,9 @@ def _key(row: Row, seed: int) -> str:
         del recipe["perturbed"]
     if not recipe["alpha_hidden"]:
         del recipe["alpha_hidden"]
-    return json.dumps([recipe, seed], sort_keys=True)
+    default = Budget()
+    changed = {k: v for k, v in asdict(budget or default).items() if v != getattr(default, k)}
+    return json.dumps([recipe, seed, changed] if changed else [recipe, seed], sort_keys=True)
 
 
 def markdown(res: dict) -> str:
@@ -318,10 +323,12 @@ def _subset(data: Data, budget: Budget, seed: int, out: Path) -> Data:
                    counts=data.counts | {"train": len(pick)})
 
 
-def _one(cfg: PipelineConfig, data: Data, work: Path, teacher: Path, row: Row, seed: int, t_dev, t_test) -> dict:
+def _one(cfg: PipelineConfig, data: Data, work: Path, teacher: Path, row: Row, seed: int, t_dev, t_test,
+         budget: Budget) -> dict:
     """One student of one row: trained, then scored on dev and test (a worker process runs this)."""
     t_run = time.perf_counter()
-    name = "ablation/run_" + hashlib.sha256(_key(row, seed).encode()).hexdigest()[:10]  # beside the shared stages
+    key = _key(row, seed, budget)
+    name = "ablation/run_" + hashlib.sha256(key.encode()).hexdigest()[:10]  # beside the shared stages
     path = train_student(cfg, data.files, work, teacher, row.recipe, name, seed)
     max_length = cfg.student.max_length
     return {"row": row.name, "seed": seed, "seconds": time.perf_counter() - t_run,
@@ -355,7 +362,7 @@ def run(out: Path, work: Path, budget: Budget, is_quick: bool, workers: int, thr
     t_dev, t_test = (accuracy_by_domain(teacher, s, max_length) for s in (data.dev, data.test))
     store = out / "runs.json"
     runs = json.loads(store.read_text()) if store.is_file() else {}
-    todo = [(row, seed) for row in rows for seed in row.seeds if _key(row, seed) not in runs]
+    todo = [(row, seed) for row in rows for seed in row.seeds if _key(row, seed, budget) not in runs]
     kept = sum(1 for row in rows for seed in row.seeds) - len(todo)
     msg = f"[ablation] {len(todo)} runs to do ({len(runs)} kept from before), {workers} worker(s)"
     log.info(msg)
@@ -363,7 +370,7 @@ def run(out: Path, work: Path, budget: Budget, is_quick: bool, workers: int, thr
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         def submit(jobs):
-            return {pool.submit(_one, cfg, data, work, teacher, row, seed, t_dev, t_test): (row, seed)
+            return {pool.submit(_one, cfg, data, work, teacher, row, seed, t_dev, t_test, budget): (row, seed)
                     for row, seed in jobs}
 
         futures = submit([(r, s) for r, s in todo if not r.recipe.general_distillation])
@@ -373,7 +380,7 @@ def run(out: Path, work: Path, budget: Budget, is_quick: bool, workers: int, thr
             futures |= submit(later)
         for i, fut in enumerate(as_completed(futures)):
             row, seed = futures[fut]
-            runs[_key(row, seed)] = rec = fut.result()
+            runs[_key(row, seed, budget)] = rec = fut.result()
             store.write_text(json.dumps(runs, indent=2) + "\n")
             left = (time.perf_counter() - t0) / (i + 1) * (len(todo) - i - 1) / 60
             dev = rec["dev"]
@@ -382,7 +389,7 @@ def run(out: Path, work: Path, budget: Budget, is_quick: bool, workers: int, thr
                    f"({rec['seconds'] / 60:.1f} min; about {left:.0f} min left)")
             log.info(msg)
             print(msg, file=sys.stderr, flush=True)
-    summary = summarize(runs, rows)
+    summary = summarize(runs, rows, budget)
     best = max(summary, key=lambda e: e["dev"]["score"]["mean"])["name"]
     return {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -410,7 +417,7 @@ def from_runs(out: Path, budget: Budget, workers: int, rows=ROWS) -> dict:
                if k.startswith("accuracy_") and k != "accuracy_ood_mean"]
     teacher = {split: {d: any_run[split][f"accuracy_{d}"] / any_run[split][f"retention_{d}"] for d in domains}
                for split in ("dev", "test")}
-    summary = summarize(runs, rows)
+    summary = summarize(runs, rows, budget)
     log_file = out / "ablation.log"
     started = log_file.stat().st_ctime if log_file.is_file() else (out / "runs.json").stat().st_ctime
     pipeline = PipelineConfig()
@@ -426,7 +433,7 @@ def from_runs(out: Path, budget: Budget, workers: int, rows=ROWS) -> dict:
         "data": {"train": budget.train},
         "teacher": teacher,
         "rows": summary,
-        "not_run": [f"{r.name}, seed {s}" for r in rows for s in r.seeds if _key(r, s) not in runs],
+        "not_run": [f"{r.name}, seed {s}" for r in rows for s in r.seeds if _key(r, s, budget) not in runs],
         "best": max(summary, key=lambda e: e["dev"]["score"]["mean"])["name"],
     }
 

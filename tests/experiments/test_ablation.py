@@ -120,3 +120,14 @@ def test_every_full_budget_candidate_is_an_ablation_row_and_the_committed_scores
     committed = json.loads((Path(__file__).resolve().parents[2] / "docs" / "candidates.json").read_text())
     assert {n: c["recipe"] for n, c in committed["candidates"].items()} == \
         {n: asdict(r) for n, (_, r) in CANDIDATES.items()}
+
+
+def test_a_stored_run_is_only_reused_under_the_budget_it_was_trained_with():
+    """Runs stored under the default budget keep their keys; another teacher, epoch count or subset gives
+    another key (and another run folder), so it is trained, never taken from the store."""
+    from experiments.ablation import Budget
+
+    row = ROWS[0]
+    assert _key(row, 42) == _key(row, 42, Budget())
+    others = {_key(row, 42, b) for b in (Budget(teacher_epochs=2), Budget(epochs=2), Budget(train=3000))}
+    assert len(others) == 3 and _key(row, 42) not in others
