@@ -159,8 +159,21 @@ def pooled_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 
 def logits_and_pooled_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """A classifier's logits and mean-pooled last layer from one forward, side by side: (B, labels + C)."""
-    last = m.encoder(ids, mask)
+    return _logits_and_pooled(m, m.encoder(ids, mask), mask)
+
+
+def _logits_and_pooled(m: nn.Module, last: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([m.logits(last).float(), mean_pool(last, mask).float()], dim=-1)
+
+
+def _length_sorted_batches(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length: int, batch_size: int):
+    """(indices into seqs, ids, mask) on ``m``'s device, in batches of similar length (less padding)."""
+    device = next(m.parameters()).device
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        ids, mask = collate([seqs[j] for j in idx], pad_id, max_length)
+        yield idx, ids.to(device), mask.to(device)
 
 
 @torch.no_grad()
@@ -168,18 +181,12 @@ def teacher_targets(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length
                     batch_size: int = 64) -> tuple[torch.Tensor, TokenStates]:
     """A classifier's logits and mean-pooled last layer (N, labels + C), as ``logits_and_pooled_of``,
     and, from the same forward, the per-token outputs of ``layers`` (0-based, each (T_i, len(layers), C))."""
-    device = next(m.parameters()).device
     m.eval()
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     rows: list[torch.Tensor | None] = [None] * len(seqs)
     states: list[torch.Tensor | None] = [None] * len(seqs)
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        ids, mask = collate([seqs[j] for j in idx], pad_id, max_length)
-        ids, mask = ids.to(device), mask.to(device)
+    for idx, ids, mask in _length_sorted_batches(m, seqs, pad_id, max_length, batch_size):
         hidden = m.encoder.hidden_states(ids, mask)  # embeddings, then each layer: L + 1 of (B, T, C)
-        last = hidden[-1]
-        both = torch.cat([m.logits(last).float(), mean_pool(last, mask).float()], dim=-1).cpu()
+        both = _logits_and_pooled(m, hidden[-1], mask).cpu()
         picked = torch.stack([hidden[k + 1] for k in layers], dim=2).half().cpu()  # (B, T, len(layers), C)
         for b, j in enumerate(idx):
             rows[j] = both[b]
@@ -195,14 +202,10 @@ def score(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length: int,
           batch_size: int = 64) -> torch.Tensor:
     """fn's rows for every sequence, in input order, on the CPU (batches sorted by length for speed).
     With the default fn: a classifier's logits (N, labels)."""
-    device = next(m.parameters()).device
     m.eval()
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     rows: list[torch.Tensor | None] = [None] * len(seqs)
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        ids, mask = collate([seqs[j] for j in idx], pad_id, max_length)
-        out = fn(m, ids.to(device), mask.to(device)).float().cpu()
+    for idx, ids, mask in _length_sorted_batches(m, seqs, pad_id, max_length, batch_size):
+        out = fn(m, ids, mask).float().cpu()
         for j, r in zip(idx, out, strict=True):
             rows[j] = r
     return torch.stack(rows) if rows else torch.empty(0)
