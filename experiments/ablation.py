@@ -147,10 +147,15 @@ def choose(rows: list[dict], full_budget: dict | None = None) -> str:
     it (the largest std of the dev score over the rows run with three seeds) were also trained at make
     models' full budget (``full_budget``: docs/candidates.json, experiments.candidates): the ablation cannot
     tell those apart, so the best full-budget dev score among them decides."""
+    best, tied = _decide(rows, full_budget)
+    return tied[0]["name"] if tied else best["name"]
+
+
+def _decide(rows: list[dict], full_budget: dict | None) -> tuple[dict, list[dict]]:
+    """The best eligible row on the ablation's dev score, and the rows tied with it (``tie_break``)."""
     ok = [e for e in rows if e["recipe"]["layers"] == PLAIN.layers and e["recipe"]["alpha"] > 0]
     best = max(ok, key=lambda e: e["dev"]["score"]["mean"])
-    tied = tie_break(ok, best, full_budget)
-    return tied[0]["name"] if tied else best["name"]
+    return best, tie_break(ok, best, full_budget)
 
 
 def tie_break(ok: list[dict], best: dict, full_budget: dict | None) -> list[dict]:
@@ -171,10 +176,8 @@ def _recipe_key(recipe: dict) -> str:
 
 def _choice_text(res: dict) -> str:
     """How the default was chosen, for the Markdown and the README."""
-    chosen = choose(res["rows"], res.get("full_budget"))
-    ok = [e for e in res["rows"] if e["recipe"]["layers"] == PLAIN.layers and e["recipe"]["alpha"] > 0]
-    best = max(ok, key=lambda e: e["dev"]["score"]["mean"])
-    tied = tie_break(ok, best, res.get("full_budget"))
+    best, tied = _decide(res["rows"], res.get("full_budget"))
+    chosen = tied[0]["name"] if tied else best["name"]
     if not tied:
         return (f"Chosen default (the best dev score at the default student's size, since more layers miss the 1.8x "
                 f"batch-1 speed target; the label-only baseline is not a candidate): **{chosen}**; `make models` "

@@ -38,7 +38,7 @@ def _cell(r: dict, domain: str) -> str:
 
 def seed_noise(ablation: dict) -> dict[str, float]:
     """The seed noise make ablation measured on the test splits: per metric, the largest std over its
-    rows run with several seeds (the plain recipe, the baseline and the two candidate defaults)."""
+    rows run with several seeds."""
     multi = [r for r in ablation["rows"] if len(r["seeds"]) > 1]
     return {k: max(r["test"][k]["std"] for r in multi) for k in ("accuracy_movies", "accuracy_ood_mean")}
 
