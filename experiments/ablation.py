@@ -206,6 +206,10 @@ def _key(row: Row, seed: int, budget: Budget | None = None) -> str:
         del recipe["embed_toward"]
     if not recipe["perturbed"]:
         del recipe["perturbed"]
+    elif recipe["perturbed"] % 1:
+        # A fractional share was once the train file's first texts, now a seeded sample: runs stored
+        # before the change (keys without this mark) are retrained, not reused.
+        recipe["perturbed_share"] = "sampled"
     if not recipe["alpha_hidden"]:
         del recipe["alpha_hidden"]
     default = Budget()

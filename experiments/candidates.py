@@ -9,8 +9,11 @@ the dev splits only, as make models' selection scores (``pipeline.select``). ``a
 result: among the rows tied at the ablation's budget, the one with the best full-budget dev score.
 
     python -m experiments.candidates [--work artifacts/work] [--out docs/candidates.json] [--workers 2]
+                                     [--only NAME ...]
 
-Finished students are reused (same configuration), so a stopped run continues.
+Finished students are reused (same configuration, same data), so a stopped run continues. ``--only``
+trains and scores the named candidates and keeps the others' entries in ``--out`` (each entry says when it
+was scored and how long its invocation took).
 """
 
 from __future__ import annotations
@@ -61,13 +64,23 @@ def run(work: Path, workers: int, threads: int | None, candidates: dict[str, tup
     for name, scores in dev.items():
         log.info("%s: dev score %.4f (in-domain retention %.4f, out-of-domain %.4f)", name, scores["score"],
                  scores["retention_movies"], scores["retention_ood_mean"])
-    return {"created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    created, minutes = time.strftime("%Y-%m-%d %H:%M:%S"), (time.perf_counter() - t0) / 60
+    return {"created": created,
             "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
-            "minutes": (time.perf_counter() - t0) / 60,
+            "minutes": minutes,
             "config": {"teacher_epochs": cfg.teacher.train.epochs, "student_epochs": cfg.student.train.epochs,
                        "seed": cfg.seed},
-            "candidates": {n: {"label": label, "recipe": asdict(r), "dev": dev[n]}
-                           for n, (label, r) in candidates.items()}}
+            "candidates": {n: {"label": label, "recipe": asdict(r), "dev": dev[n], "created": created,
+                               "minutes": minutes} for n, (label, r) in candidates.items()}}
+
+
+def merge(old: dict, new: dict) -> dict:
+    """``new`` (some candidates) over ``old`` (the file's): the others' entries are kept when they were
+    scored under the same configuration (teacher and student budgets, seed), dropped otherwise."""
+    kept = {n: e for n, e in old.get("candidates", {}).items()
+            if n not in new["candidates"] and n in CANDIDATES and old.get("config") == new["config"]}
+    return new | {"candidates": {n: (kept | new["candidates"])[n] for n in CANDIDATES
+                                 if n in kept or n in new["candidates"]}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,9 +91,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("docs/candidates.json"))
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only", nargs="+", choices=sorted(CANDIDATES), metavar="NAME",
+                   help=f"train and score these only, keep the others' entries in --out ({', '.join(CANDIDATES)})")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    res = run(args.work, args.workers, args.threads)
+    res = run(args.work, args.workers, args.threads,
+              {n: CANDIDATES[n] for n in args.only} if args.only else CANDIDATES)
+    if args.only and args.out.is_file():
+        res = merge(json.loads(args.out.read_text()), res)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"[candidates] wrote {args.out}", file=sys.stderr)

@@ -22,6 +22,7 @@ progress bars per step and a log in artifacts/pipeline.log.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -204,17 +205,31 @@ def _comparable(config: dict) -> dict:
     return config | {"train": {k: v for k, v in config["train"].items() if k not in _VOLATILE}}
 
 
+# The configuration fields that name a data file: a run is reused only if those files still hold what it read.
+_INPUTS = ("train_file", "dev_file", "unlabeled_file", "corpus")
+_INPUTS_RECORD = "inputs.json"  # beside the exported model: {field: sha256 of the file it named}
+
+
+def _input_digests(cfg) -> dict[str, str]:
+    return {f: hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            for f in _INPUTS if isinstance(p := getattr(cfg, f, None), str) and Path(p).is_file()}
+
+
 def _run_once(command, cfg) -> Path:
     """Run a training command unless its output folder already holds a finished run of the same
-    configuration (so ``make models`` and ``make ablation`` share the teacher, and a stopped
-    pipeline continues); returns the exported model's folder."""
+    configuration on the same data (so ``make models`` and ``make ablation`` share the teacher, and a
+    stopped pipeline continues); returns the exported model's folder. The data is compared by content:
+    an extra-text file rewritten under the same name (another sample, another perturbation) retrains."""
     final = Path(cfg.train.out_dir) / "final"
-    saved = final / "training_config.json"
+    saved, record = final / "training_config.json", final / _INPUTS_RECORD
     want = json.loads(json.dumps(to_dict(cfg), default=str))
-    if saved.is_file() and _comparable(json.loads(saved.read_text())) == _comparable(want):
-        log.info("reusing %s (same configuration)", final)
+    digests = _input_digests(cfg)
+    if (saved.is_file() and record.is_file() and _comparable(json.loads(saved.read_text())) == _comparable(want)
+            and json.loads(record.read_text()) == digests):
+        log.info("reusing %s (same configuration, same data)", final)
         return final
     command(cfg)
+    write_atomic(record, json.dumps(digests, indent=1, sort_keys=True) + "\n")
     return final
 
 
@@ -258,10 +273,11 @@ def unlabeled_for(recipe: Recipe, files: Files, path: Path, seed: int) -> str | 
         return str(files["unlabeled"]) if recipe.augment else None
     texts = read_labeled(files["train"], id2label=LABELS).texts
     rng = random.Random(seed)
-    # Known flaw, kept so the published models stay reproducible: a fraction below 1 copies the file's
-    # first texts, not a random share, and the train split's file is not shuffled (most of its first
-    # half is positive). The fix, a seeded sample of the texts, needs the default student retrained.
-    copies = [perturb(texts[i % len(texts)], rng) for i in range(round(recipe.perturbed * len(texts)))]
+    whole, part = divmod(round(recipe.perturbed * len(texts)), len(texts))
+    # Every text ``whole`` times, then a seeded sample of the rest: the train split's file is in the
+    # corpus's order (most of its first half positive), so its first texts would not be a fair share.
+    picked = list(range(len(texts))) * whole + rng.sample(range(len(texts)), part)
+    copies = [perturb(texts[i], rng) for i in picked]
     news = files["unlabeled"].read_text(encoding="utf-8").splitlines() if recipe.augment else []
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(write_atomic(path, "\n".join(news + copies) + "\n"))

@@ -131,3 +131,15 @@ def test_a_stored_run_is_only_reused_under_the_budget_it_was_trained_with():
     assert _key(row, 42) == _key(row, 42, Budget())
     others = {_key(row, 42, b) for b in (Budget(teacher_epochs=2), Budget(epochs=2), Budget(train=3000))}
     assert len(others) == 3 and _key(row, 42) not in others
+
+
+def test_scoring_some_candidates_keeps_the_others_only_under_the_same_configuration():
+    from experiments.candidates import merge
+
+    cfg = {"teacher_epochs": 2, "student_epochs": 3, "seed": 42}
+    old = {"config": cfg, "candidates": {"a05": {"dev": 1}, "a10p5": {"dev": 2}, "gone": {"dev": 3}}}
+    new = {"config": cfg, "created": "now", "candidates": {"a10p5": {"dev": 4}}}
+    merged = merge(old, new)
+    assert merged["created"] == "now" and merged["candidates"] == {"a05": {"dev": 1}, "a10p5": {"dev": 4}}
+    assert list(merged["candidates"]) == ["a05", "a10p5"]  # CANDIDATES' order, whatever was scored last
+    assert merge(old | {"config": cfg | {"teacher_epochs": 1}}, new)["candidates"] == {"a10p5": {"dev": 4}}

@@ -49,6 +49,21 @@ def test_unlabeled_file_holds_news_and_perturbed_copies(tmp_path):
     assert len(only.splitlines()) == 5
 
 
+def test_a_share_of_the_snippets_is_a_seeded_sample_not_the_first_ones(tmp_path):
+    # The train split's file keeps the corpus's order (positives first); a share taken from its head
+    # would carry one label only.
+    texts = [" ".join([f"pos{i}"] * 6) for i in range(50)] + [" ".join([f"neg{i}"] * 6) for i in range(50)]
+    train = write_splits({"train": [(t, int(i < 50)) for i, t in enumerate(texts)]}, tmp_path)["train"]
+    files = {"train": train, "unlabeled": tmp_path / "unused.txt"}
+    draw = [open(unlabeled_for(Recipe(augment=False, perturbed=0.5), files, tmp_path / f"{n}.txt", seed)).read()
+            for n, seed in (("a", 0), ("b", 0), ("c", 1))]
+    copies = draw[0].splitlines()
+    assert len(copies) == 50 and draw[0] == draw[1] and draw[0] != draw[2]  # seeded
+    sources = [x.split()[0] for x in copies]  # every word of a copy names the snippet it came from
+    assert 10 <= sum(s.startswith("neg") for s in sources) <= 40  # both halves of the file, not its first 50
+    assert len(set(sources)) == len(sources)  # 50 distinct snippets, none copied twice
+
+
 def test_the_baseline_gets_no_teacher_signal_whatever_the_recipe():
     b = baseline_of(Recipe(augment=True, perturbed=1.0, alpha_embed=2.0, alpha=0.9, layers=4))
     assert (b.alpha, b.augment, b.perturbed, b.alpha_embed, b.layers) == (0.0, False, 0.0, 0.0, 4)

@@ -101,3 +101,28 @@ def test_a_finished_stage_is_reused_only_with_the_same_configuration(tmp_path):
     pipeline._run_once(fake_command, replace(cfg, train=replace(cfg.train, lr=1e-3)))
     pipeline._run_once(fake_command, replace(cfg, model="other"))
     assert len(calls) == 3
+
+
+def test_a_finished_stage_is_retrained_when_a_file_it_read_changed_under_the_same_name(tmp_path):
+    from training.config import TaskDistillConfig
+
+    calls = []
+    extra = tmp_path / "student.unlabeled.txt"
+    extra.write_text("one sample of the snippets\n")
+    cfg = TaskDistillConfig(teacher="t", unlabeled_file=str(extra),
+                            train=replace(TaskDistillConfig().train, out_dir=str(tmp_path / "run")))
+
+    def fake_command(c):
+        calls.append(c)
+        (tmp_path / "run" / "final").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "run" / "final" / "training_config.json").write_text(json.dumps(pipeline.to_dict(c), default=str))
+
+    pipeline._run_once(fake_command, cfg)
+    pipeline._run_once(fake_command, cfg)
+    assert len(calls) == 1
+    extra.write_text("another sample of the snippets\n")  # same path, same configuration, other data
+    pipeline._run_once(fake_command, cfg)
+    assert len(calls) == 2
+    (tmp_path / "run" / "final" / pipeline._INPUTS_RECORD).unlink()  # a run that never recorded its data
+    pipeline._run_once(fake_command, cfg)
+    assert len(calls) == 3
