@@ -219,17 +219,31 @@ def _run_once(command, cfg) -> Path:
     """Run a training command unless its output folder already holds a finished run of the same
     configuration on the same data (so ``make models`` and ``make ablation`` share the teacher, and a
     stopped pipeline continues); returns the exported model's folder. The data is compared by content:
-    an extra-text file rewritten under the same name (another sample, another perturbation) retrains."""
-    final = Path(cfg.train.out_dir) / "final"
-    saved, record = final / "training_config.json", final / _INPUTS_RECORD
+    an extra-text file rewritten under the same name (another sample, another perturbation) retrains,
+    from scratch (a checkpoint of the old data is not resumed)."""
+    run_dir = Path(cfg.train.out_dir)
+    final = run_dir / "final"
+    saved = final / "training_config.json"
     want = json.loads(json.dumps(to_dict(cfg), default=str))
     digests = _input_digests(cfg)
-    if (saved.is_file() and record.is_file() and _comparable(json.loads(saved.read_text())) == _comparable(want)
-            and json.loads(record.read_text()) == digests):
+
+    def same_data(record: Path) -> bool:
+        return record.is_file() and json.loads(record.read_text()) == digests
+
+    if (saved.is_file() and same_data(final / _INPUTS_RECORD)
+            and _comparable(json.loads(saved.read_text())) == _comparable(want)):
         log.info("reusing %s (same configuration, same data)", final)
         return final
+    # What the checkpoint was trained on, written before the run so a stopped one resumes; the export's
+    # own record, after it, so a stopped run never vouches for an older export.
+    if not same_data(run_dir / _INPUTS_RECORD) and (run_dir / "checkpoint.pt").is_file():
+        log.info("%s: the data changed since its checkpoint, training from scratch", run_dir)
+        (run_dir / "checkpoint.pt").unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = json.dumps(digests, indent=1, sort_keys=True) + "\n"
+    write_atomic(run_dir / _INPUTS_RECORD, record)
     command(cfg)
-    write_atomic(record, json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    write_atomic(final / _INPUTS_RECORD, record)
     return final
 
 

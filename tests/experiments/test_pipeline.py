@@ -112,17 +112,22 @@ def test_a_finished_stage_is_retrained_when_a_file_it_read_changed_under_the_sam
     cfg = TaskDistillConfig(teacher="t", unlabeled_file=str(extra),
                             train=replace(TaskDistillConfig().train, out_dir=str(tmp_path / "run")))
 
-    def fake_command(c):
-        calls.append(c)
+    def fake_command(c):  # resumes from a checkpoint when one is there, as the trainer does
+        calls.append((tmp_path / "run" / "checkpoint.pt").is_file())
+        (tmp_path / "run" / "checkpoint.pt").write_text("finished")
         (tmp_path / "run" / "final").mkdir(parents=True, exist_ok=True)
         (tmp_path / "run" / "final" / "training_config.json").write_text(json.dumps(pipeline.to_dict(c), default=str))
 
     pipeline._run_once(fake_command, cfg)
     pipeline._run_once(fake_command, cfg)
-    assert len(calls) == 1
+    assert calls == [False]
     extra.write_text("another sample of the snippets\n")  # same path, same configuration, other data
     pipeline._run_once(fake_command, cfg)
-    assert len(calls) == 2
-    (tmp_path / "run" / "final" / pipeline._INPUTS_RECORD).unlink()  # a run that never recorded its data
+    assert calls == [False, False]  # trained again, and not resumed from the old data's checkpoint
+    (tmp_path / "run" / "final" / "training_config.json").unlink()  # stopped after its checkpoint
     pipeline._run_once(fake_command, cfg)
-    assert len(calls) == 3
+    assert calls == [False, False, True]  # same data: resumed
+    for record in (tmp_path / "run" / pipeline._INPUTS_RECORD, tmp_path / "run" / "final" / pipeline._INPUTS_RECORD):
+        record.unlink()  # a run from before the records: what it read is unknown
+    pipeline._run_once(fake_command, cfg)
+    assert calls == [False, False, True, False]
