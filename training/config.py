@@ -40,9 +40,13 @@ class DistillConfig:
     alpha_pooled_cos: float = 0.0  # 1 - cos on mean-pooled sentence embeddings
     alpha_pooled_sim: float = 0.0  # KL between in-batch neighbour distributions (cosine / sim_temperature)
     sim_temperature: float = 0.05
+    # > 0: batches made of groups of this many sentences the teacher places near each other
+    # (training.neighbours), so alpha_pooled_sim ranks close calls rather than unrelated sentences.
+    neighbour_group: int = 0
     cos_layers: list[list[int]] | None = None  # [[student, teacher], ...] hidden-state indices; default last
     ce_masked_only: bool = False  # L_ce over masked positions only (default: all real tokens)
     freeze_embeddings: bool = False  # keep the word embeddings copied from the teacher fixed (faster on CPU)
+    dropout: float | None = None  # the student's hidden and attention dropout while distilling; None: the teacher's
     mlm_probability: float = 0.15
     mlm_smoothing: float | None = None  # 0.7 as in the authors' script
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4, out_dir="runs/distill"))

@@ -12,7 +12,7 @@ from torch import nn
 import model
 from model.pooling import mean_pool
 
-from . import objective
+from . import neighbours, objective
 from .common import Frozen, SequenceData, export, maybe_freeze_embeddings, seed_all, use_threads
 from .config import DistillConfig, to_dict
 from .data import chunk_corpus, collate, padding_fraction, read_texts
@@ -68,7 +68,9 @@ def run_distill(cfg: DistillConfig) -> dict[str, float]:
     tok = model.Tokenizer.from_dir(cfg.teacher)
     use_mlm_head = teacher_has_mlm and (cfg.alpha_ce > 0 or cfg.alpha_mlm > 0)
     student = init_student(loaded, task="mlm" if use_mlm_head else "base", num_layers=cfg.student_layers,
-                           layers=cfg.layer_map, fold_token_type=cfg.fold_token_type)
+                           layers=cfg.layer_map, fold_token_type=cfg.fold_token_type,
+                           **({} if cfg.dropout is None else {"hidden_dropout": cfg.dropout,
+                                                             "attention_dropout": cfg.dropout}))
     teacher = Frozen(loaded)
     maybe_freeze_embeddings(student, cfg.freeze_embeddings)
     texts = read_texts(cfg.corpus, cfg.corpus_column)[: cfg.max_texts]
@@ -78,9 +80,17 @@ def run_distill(cfg: DistillConfig) -> dict[str, float]:
     order = torch.randperm(len(seqs), generator=gen).tolist()
     eval_seqs, train_seqs = [seqs[i] for i in order[:n_eval]], [seqs[i] for i in order[n_eval:]]
     data = SequenceData(train_seqs, None, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed)
-    pf = padding_fraction(data.lengths, data.batches_for_epoch(0))
-    log.info("corpus: %d texts -> %d train / %d eval sequences; padding %.1f%% with length grouping",
-             len(texts), len(train_seqs), len(eval_seqs), 100 * pf)
+    batches = data.batches_for_epoch
+    if cfg.neighbour_group:
+        near = neighbours.nearest(neighbours.sentence_embeddings(loaded, data.seqs, tok.pad_id, cfg.max_length),
+                                  4 * cfg.neighbour_group)
+
+        def batches(epoch: int) -> list[list[int]]:
+            return neighbours.neighbour_batches(near, tr.batch_size, cfg.neighbour_group, tr.seed, epoch)
+    pf = padding_fraction(data.lengths, batches(0))
+    log.info("corpus: %d texts -> %d train / %d eval sequences; padding %.1f%% with %s", len(texts),
+             len(train_seqs), len(eval_seqs), 100 * pf,
+             f"groups of {cfg.neighbour_group} near neighbours" if cfg.neighbour_group else "length grouping")
 
     masking = MaskingConfig(mlm_probability=cfg.mlm_probability, smoothing=cfg.mlm_smoothing)
     mask_weights = None
@@ -106,7 +116,7 @@ def run_distill(cfg: DistillConfig) -> dict[str, float]:
         return distill_agreement(m.student, teacher.module, eval_seqs, tok.pad_id, cfg.max_length, tr.batch_size)
 
     out = Path(tr.out_dir)
-    trainer = Trainer(DistillStudent(student), tr, data.batches_for_epoch, data.make_batch, loss_fn, eval_fn,
+    trainer = Trainer(DistillStudent(student), tr, batches, data.make_batch, loss_fn, eval_fn,
                       export_fn=lambda m: export(m.student, out / "final", tok, cfg, pooling_from=cfg.teacher),
                       extra_config=to_dict(cfg))
     return trainer.train()

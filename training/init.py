@@ -28,21 +28,21 @@ def layer_map(teacher_layers: int, student_layers: int) -> list[int]:
 
 def student_config(teacher: BertConfig, num_layers: int | None = None, **overrides) -> DistilBertConfig:
     """Same width as the teacher, half its depth unless told, no token types, no pooler."""
-    return DistilBertConfig(
-        vocab_size=teacher.vocab_size,
-        max_position_embeddings=teacher.max_position_embeddings,
-        hidden_size=teacher.hidden_size,
-        num_layers=num_layers or max(1, teacher.num_layers // 2),
-        num_heads=teacher.num_heads,
-        intermediate_size=teacher.intermediate_size,
-        hidden_act=teacher.hidden_act,
-        layer_norm_eps=teacher.layer_norm_eps,
-        hidden_dropout=teacher.hidden_dropout,
-        attention_dropout=teacher.attention_dropout,
-        pad_token_id=teacher.pad_token_id,
-        id2label=dict(teacher.id2label),
-        **overrides,
-    )
+    inherited = {
+        "vocab_size": teacher.vocab_size,
+        "max_position_embeddings": teacher.max_position_embeddings,
+        "hidden_size": teacher.hidden_size,
+        "num_layers": num_layers or max(1, teacher.num_layers // 2),
+        "num_heads": teacher.num_heads,
+        "intermediate_size": teacher.intermediate_size,
+        "hidden_act": teacher.hidden_act,
+        "layer_norm_eps": teacher.layer_norm_eps,
+        "hidden_dropout": teacher.hidden_dropout,
+        "attention_dropout": teacher.attention_dropout,
+        "pad_token_id": teacher.pad_token_id,
+        "id2label": dict(teacher.id2label),
+    }
+    return DistilBertConfig(**(inherited | overrides))
 
 
 def init_student(

@@ -65,3 +65,16 @@ def test_custom_layer_map_and_errors():
     assert torch.equal(s.layers[0].attention.query.weight, teacher.layers[1].attention.query.weight)
     with pytest.raises(ValueError, match="layer map"):
         init_student(teacher, task="base", layers=[0, 9, 5])
+
+
+def test_a_student_can_distil_without_dropout():
+    """Distilling toward exact targets, dropout is noise in the student's own forward (DistillConfig.dropout)."""
+    teacher = _teacher("base", layers=4)
+    ids = torch.randint(5, 60, (2, 9))
+    plain = init_student(teacher, task="base", num_layers=2).train()
+    assert plain.config.hidden_dropout == teacher.config.hidden_dropout > 0
+    assert not torch.equal(plain(ids), plain(ids))  # training mode: dropout draws differ
+    quiet = init_student(teacher, task="base", num_layers=2, hidden_dropout=0.0, attention_dropout=0.0).train()
+    assert (quiet.config.hidden_dropout, quiet.config.attention_dropout) == (0.0, 0.0)
+    assert torch.equal(quiet(ids), quiet(ids))
+    assert torch.allclose(quiet(ids), plain.eval()(ids))  # the same weights: only the noise is gone
