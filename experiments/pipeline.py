@@ -66,13 +66,13 @@ class Recipe:
     ``make models`` uses, picked on dev splits (``ablation.choose``: docs/ablation.md, and for the rows it
     cannot tell apart, docs/candidates.json at the full budget): task KD on the teacher's soft targets alone
     (alpha 1), every weight trainable,
-    plus unlabeled news and perturbed copies of half the training texts, both scored by the teacher, plus a
+    plus unlabeled news and a perturbed copy of every training text, both scored by the teacher, plus a
     pooled-cosine loss toward the fine-tuned teacher's own sentence representation. The 4-layer row scores
     higher but misses the 1.8x speed target."""
 
     general_distillation: bool = False  # start from a student generally distilled on news
     augment: bool = True  # + unlabeled news sentences scored by the teacher (KD only)
-    perturbed: float = 0.5  # + this many perturbed copies per training text (datasets.perturb), scored by the teacher
+    perturbed: float = 1.0  # + this many perturbed copies per training text (datasets.perturb), scored by the teacher
     freeze_embeddings: bool = False
     alpha_embed: float = 1.0  # pooled cosine toward embed_toward's mean-pooled last layer
     # "teacher": match the fine-tuned teacher's own (a 384-wide target per text besides its two logits);
@@ -125,10 +125,12 @@ class PipelineConfig:
         train=TrainConfig(max_steps=100, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
                           log_every=10)))
     # Hidden states layer by layer (each student layer toward the teacher layer it was copied from)
-    # and the pooled sentence embedding; the word embeddings are all-MiniLM-L6-v2's and stay so.
+    # and the pooled sentence embedding; the word embeddings are all-MiniLM-L6-v2's and stay so. No
+    # dropout: the targets are exact, and on dev news sentences dropping it raised the mean cosine from
+    # 0.915 to 0.925 and top-1 agreement from 62.5% to 64.2% at the same 800 steps.
     embedder: DistillConfig = field(default_factory=lambda: DistillConfig(
         max_length=64, student_layers=3, alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=1.0, alpha_pooled_cos=2.0,
-        cos_layers=[[1, 1], [2, 3], [3, 6]], freeze_embeddings=True,
+        cos_layers=[[1, 1], [2, 3], [3, 6]], freeze_embeddings=True, dropout=0.0,
         train=TrainConfig(max_steps=800, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
                           log_every=10)))
     unlabeled: int = 2000  # news sentences for the augmented recipes
