@@ -66,13 +66,13 @@ class Recipe:
     ``make models`` uses, picked on dev splits (``ablation.choose``: docs/ablation.md, and for the rows it
     cannot tell apart, docs/candidates.json at the full budget): task KD on the teacher's soft targets alone
     (alpha 1), every weight trainable,
-    plus unlabeled news and a perturbed copy of every training text, both scored by the teacher, plus a
+    plus unlabeled news and perturbed copies of a seeded half of the training texts, both scored by the teacher, plus a
     pooled-cosine loss toward the fine-tuned teacher's own sentence representation. The 4-layer row scores
     higher but misses the 1.8x speed target."""
 
     general_distillation: bool = False  # start from a student generally distilled on news
     augment: bool = True  # + unlabeled news sentences scored by the teacher (KD only)
-    perturbed: float = 1.0  # + this many perturbed copies per training text (datasets.perturb), scored by the teacher
+    perturbed: float = 0.5  # + this many perturbed copies per training text (datasets.perturb), scored by the teacher
     freeze_embeddings: bool = False
     alpha_embed: float = 1.0  # pooled cosine toward embed_toward's mean-pooled last layer
     # "teacher": match the fine-tuned teacher's own (a 384-wide target per text besides its two logits);

@@ -5,6 +5,10 @@ held-out news, the teacher's best and second-best neighbour differ by 0.04 in co
 similarity loss on random batches (``losses.similarity_kl``) mostly sees unrelated sentences, whose order
 never decides a search. Here each batch is made of a few groups of sentences the teacher places close
 together, so the in-batch similarity loss is spent on the close calls.
+
+Measured on make models' embedder (800 steps, dev news sentences, a throwaway script): groups of 8 and
+alpha_pooled_sim 0.3 gave a mean cosine of 0.883 and top-1 agreement of 56.3%, against 0.925 and 64.2%
+without; the similarity loss pulled against the pointwise fit. Kept as an option, off by default.
 """
 
 from __future__ import annotations

@@ -80,12 +80,26 @@ def test_a_tie_within_the_seed_noise_goes_to_the_best_full_budget_dev_score():
     rows = [entry("plain", PLAIN, 0.90, 0.010, SEEDS), entry("a", a, 0.95), entry("b", b, 0.942),
             entry("c", c, 0.93)]  # noise 0.01: a and b are tied, c is not
     full = {"candidates": {"x": {"recipe": asdict(b), "dev": {"score": 0.99}},
-                           "y": {"recipe": asdict(a), "dev": {"score": 0.98}},
+                           "y": {"recipe": asdict(a), "dev": {"score": 0.975}},
                            "z": {"recipe": asdict(c), "dev": {"score": 0.999}}}}
     assert choose(rows) == "a"  # no full-budget evidence: the best ablation dev score
     assert choose(rows, full) == "b"  # tied with a, and better at the full budget
     del full["candidates"]["x"]
     assert choose(rows, full) == "a"  # c's full-budget score does not count: it is beyond the noise
+
+
+def test_rows_tied_at_the_full_budget_too_go_to_the_cheapest():
+    def entry(name, recipe, score, std=0.0, seeds=(42,)):
+        return {"name": name, "recipe": asdict(recipe), "seeds": list(seeds),
+                "dev": {"score": {"mean": score, "std": std}}}
+
+    one, half = replace(PLAIN, perturbed=1.0, alpha=1.0), replace(PLAIN, perturbed=0.5, alpha=1.0)
+    rows = [entry("plain", PLAIN, 0.90, 0.010, SEEDS), entry("one copy", one, 0.95), entry("half", half, 0.945)]
+    full = {"candidates": {"x": {"recipe": asdict(one), "dev": {"score": 0.990}},
+                           "y": {"recipe": asdict(half), "dev": {"score": 0.985}}}}
+    assert choose(rows, full) == "half"  # 0.005 below, within the noise (0.01): fewer copies train faster
+    full["candidates"]["y"]["dev"]["score"] = 0.975
+    assert choose(rows, full) == "one copy"  # beyond the noise: the better score wins whatever it costs
 
 
 def test_make_models_uses_the_recipe_the_committed_ablation_chose():
