@@ -85,10 +85,10 @@ format: install
 
 # The default teacher and student, the baseline and the embedders, evaluated in domain and out of
 # it; writes artifacts/results.json and artifacts/serve.json (at most 30 minutes on a 2-core CPU).
-# Two single-threaded processes: the student (the longest stage) in one, the baseline then the embedder in
-# the other (a third process would only share the two cores and hold the student up).
+# Three single-threaded processes train the student, the baseline and the embedder side by side (two, the
+# student in one and the baseline then the embedder in the other, leave a core idle at the end).
 models: install assets
-	$(PY) -m experiments.pipeline --out $(ARTIFACTS) --workers 2 --threads 1
+	$(PY) -m experiments.pipeline --out $(ARTIFACTS) --workers 3 --threads 1
 	$(PY) -m experiments.variants --artifacts $(ARTIFACTS) --readme README.md --json bench/results/variants/variants.json
 	$(PY) -m experiments.report --results $(ARTIFACTS)/results.json
 
