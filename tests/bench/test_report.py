@@ -39,3 +39,18 @@ def test_model_speed_readme_section_is_written_from_the_json(tmp_path):
     assert "old" not in text and text.endswith("<!-- model-speed:end -->\nafter\n")
     assert "on 2026-01-02 03:04:05: cpu (Some CPU)" in text
     assert "| 1 × 128 | 100.0 | 50.0 | 55.0 | 0.500 | 0.909 |" in text
+
+
+def test_accuracy_rows_read_make_models_results_where_the_teacher_has_no_retention():
+    from bench.report import accuracy_rows
+
+    models = {"teacher": {"accuracy": 0.88, "accuracy_ood_mean": 0.66, "parameters": 22_700_000},
+              "student": {"accuracy": 0.8536, "retention": 0.97, "accuracy_ood_mean": 0.6402,
+                          "retention_ood_mean": 0.97, "parameters": 17_400_000}}
+    rows = accuracy_rows(models)
+    assert rows[0] == "| test accuracy, movie-review sentiment (`make models`) | 88.00% | 85.36% | 0.970 |"
+    assert rows[1].startswith("| test accuracy, out-of-domain mean") and rows[1].endswith("| 66.00% | 64.02% | 0.970 |")
+    assert rows[2] == "| parameters | 22.7M | 17.4M | 0.77 |"
+    del models["student"]["retention"], models["student"]["accuracy_ood_mean"]  # an older results file
+    rows = accuracy_rows(models)
+    assert rows[0].endswith("| 0.970 |") and len(rows) == 2
