@@ -84,7 +84,8 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 # The default teacher and student, the baseline and the embedders, evaluated in domain and out of
-# it; writes artifacts/results.json and artifacts/serve.json (at most 30 minutes on a 2-core CPU).
+# it; writes artifacts/results.json and artifacts/serve.json (budgeted at 30 minutes on a 2-core CPU; the
+# measured time is in the README, written from results.json).
 # Three single-threaded processes train the student, the baseline and the embedder side by side (two, the
 # student in one and the baseline then the embedder in the other, leave a core idle at the end).
 models: install assets
