@@ -208,14 +208,17 @@ def _choice_text(res: dict) -> str:
     chosen_score = full[_recipe_key(tied[0]["recipe"])]["dev"]["score"]
     why = (f"the best there: **{chosen}**" if chosen_score == top else
            f"the cheapest of those within the seed noise ({noise:.4f}) of the best there too ({top:.4f}), "
-           f"since the evidence cannot tell them apart and make models must keep to 30 minutes: **{chosen}**")
+           f"since the evidence cannot tell them apart and make models must keep to 30 minutes (fewer perturbed "
+           f"copies, then no news, train faster): **{chosen}**")
+    rows = f"{len(tied)} rows within the seed noise of it were" if len(tied) > 1 else \
+        "1 row within the seed noise of it was"
     return (f"Chosen default: at the default student's size (more layers miss the 1.8x batch-1 speed target; the "
             f"label-only baseline is not a candidate) the best dev score is **{best['name']}**, but "
-            f"{len(tied)} rows within the seed noise of it were also trained at make models' full budget "
+            f"{rows} also trained at make models' full budget "
             f"(`make candidates`, docs/candidates.json, {fb['created']}: a {fb['config']['teacher_epochs']}-epoch "
             f"teacher, {fb['config']['student_epochs']} student epochs on the whole train split), with these dev "
             f"scores (the same mean of retentions): {scores}. `make models` uses {why} "
-            f"(experiments/pipeline.py's `Recipe`; fewer perturbed copies, then no news, train faster).")
+            f"(experiments/pipeline.py's `Recipe`).")
 
 
 def _key(row: Row, seed: int, budget: Budget | None = None) -> str:

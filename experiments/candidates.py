@@ -76,9 +76,10 @@ def run(work: Path, workers: int, threads: int | None, candidates: dict[str, tup
 
 def merge(old: dict, new: dict) -> dict:
     """``new`` (some candidates) over ``old`` (the file's): the others' entries are kept when they were
-    scored under the same configuration (teacher and student budgets, seed), dropped otherwise."""
+    scored under the same configuration (teacher and student budgets, seed) and recipe, dropped otherwise."""
     kept = {n: e for n, e in old.get("candidates", {}).items()
-            if n not in new["candidates"] and n in CANDIDATES and old.get("config") == new["config"]}
+            if n not in new["candidates"] and n in CANDIDATES and old.get("config") == new["config"]
+            and e.get("recipe") == asdict(CANDIDATES[n][1])}
     return new | {"candidates": {n: (kept | new["candidates"])[n] for n in CANDIDATES
                                  if n in kept or n in new["candidates"]}}
 

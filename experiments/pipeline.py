@@ -207,14 +207,21 @@ def _comparable(config: dict) -> dict:
     return config | {"train": {k: v for k, v in config["train"].items() if k not in _VOLATILE}}
 
 
-# The configuration fields that name a data file: a run is reused only if those files still hold what it read.
-_INPUTS = ("train_file", "dev_file", "unlabeled_file", "corpus")
-_INPUTS_RECORD = "inputs.json"  # beside the exported model: {field: sha256 of the file it named}
+# The configuration fields that name what a run reads: data files, and model folders (a teacher retrained
+# in place keeps its path). A run is reused only if they still hold the same bytes.
+_INPUTS = ("train_file", "dev_file", "unlabeled_file", "corpus", "model", "teacher", "student", "embed_reference")
+_INPUTS_RECORD = "inputs.json"  # {field: sha256 of the file, or of the folder's weights, it named}
 
 
 def _input_digests(cfg) -> dict[str, str]:
-    return {f: hashlib.sha256(Path(p).read_bytes()).hexdigest()
-            for f in _INPUTS if isinstance(p := getattr(cfg, f, None), str) and Path(p).is_file()}
+    out = {}
+    for f in _INPUTS:
+        if not isinstance(p := getattr(cfg, f, None), str) or not p:
+            continue
+        path = Path(p) / "model.safetensors" if Path(p).is_dir() else Path(p)
+        if path.is_file():
+            out[f] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
 def _run_once(command, cfg) -> Path:
@@ -244,6 +251,7 @@ def _run_once(command, cfg) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     record = json.dumps(digests, indent=1, sort_keys=True) + "\n"
     write_atomic(run_dir / _INPUTS_RECORD, record)
+    (final / _INPUTS_RECORD).unlink(missing_ok=True)  # an older export's record must not vouch for this run's
     command(cfg)
     write_atomic(final / _INPUTS_RECORD, record)
     return final
@@ -289,7 +297,7 @@ def unlabeled_for(recipe: Recipe, files: Files, path: Path, seed: int) -> str | 
         return str(files["unlabeled"]) if recipe.augment else None
     texts = read_labeled(files["train"], id2label=LABELS).texts
     rng = random.Random(seed)
-    whole, part = divmod(round(recipe.perturbed * len(texts)), len(texts))
+    whole, part = divmod(round(recipe.perturbed * len(texts)), max(len(texts), 1))
     # Every text ``whole`` times, then a seeded sample of the rest: the train split's file is in the
     # corpus's order (most of its first half positive), so its first texts would not be a fair share.
     picked = list(range(len(texts))) * whole + rng.sample(range(len(texts)), part)

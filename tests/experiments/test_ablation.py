@@ -148,12 +148,15 @@ def test_a_stored_run_is_only_reused_under_the_budget_it_was_trained_with():
 
 
 def test_scoring_some_candidates_keeps_the_others_only_under_the_same_configuration():
-    from experiments.candidates import merge
+    from experiments.candidates import CANDIDATES, merge
 
     cfg = {"teacher_epochs": 2, "student_epochs": 3, "seed": 42}
-    old = {"config": cfg, "candidates": {"a05": {"dev": 1}, "a10p5": {"dev": 2}, "gone": {"dev": 3}}}
+    a05 = {"dev": 1, "recipe": asdict(CANDIDATES["a05"][1])}
+    old = {"config": cfg, "candidates": {"a05": a05, "a10p5": {"dev": 2}, "gone": {"dev": 3}}}
     new = {"config": cfg, "created": "now", "candidates": {"a10p5": {"dev": 4}}}
     merged = merge(old, new)
-    assert merged["created"] == "now" and merged["candidates"] == {"a05": {"dev": 1}, "a10p5": {"dev": 4}}
+    assert merged["created"] == "now" and merged["candidates"] == {"a05": a05, "a10p5": {"dev": 4}}
     assert list(merged["candidates"]) == ["a05", "a10p5"]  # CANDIDATES' order, whatever was scored last
     assert merge(old | {"config": cfg | {"teacher_epochs": 1}}, new)["candidates"] == {"a10p5": {"dev": 4}}
+    old["candidates"]["a05"]["recipe"] = asdict(replace(CANDIDATES["a05"][1], alpha=0.7))  # the recipe changed since
+    assert merge(old, new)["candidates"] == {"a10p5": {"dev": 4}}

@@ -131,3 +131,54 @@ def test_a_finished_stage_is_retrained_when_a_file_it_read_changed_under_the_sam
         record.unlink()  # a run from before the records: what it read is unknown
     pipeline._run_once(fake_command, cfg)
     assert calls == [False, False, True, False]
+
+
+def test_a_finished_stage_is_retrained_when_its_teacher_was_retrained_in_place(tmp_path):
+    from training.config import TaskDistillConfig
+
+    calls = []
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "model.safetensors").write_bytes(b"weights of the first teacher")
+    cfg = TaskDistillConfig(teacher=str(teacher),
+                            train=replace(TaskDistillConfig().train, out_dir=str(tmp_path / "run")))
+
+    def fake_command(c):
+        calls.append(c)
+        (tmp_path / "run" / "final").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "run" / "final" / "training_config.json").write_text(json.dumps(pipeline.to_dict(c), default=str))
+
+    pipeline._run_once(fake_command, cfg)
+    pipeline._run_once(fake_command, cfg)
+    assert len(calls) == 1
+    (teacher / "model.safetensors").write_bytes(b"weights of a teacher trained again")  # same folder
+    pipeline._run_once(fake_command, cfg)
+    assert len(calls) == 2
+
+
+def test_a_run_stopped_after_its_export_is_not_vouched_for_by_the_previous_record(tmp_path):
+    from training.config import TaskDistillConfig
+
+    extra = tmp_path / "extra.txt"
+    extra.write_text("data A\n")
+    cfg = TaskDistillConfig(teacher="t", unlabeled_file=str(extra),
+                            train=replace(TaskDistillConfig().train, out_dir=str(tmp_path / "run")))
+    calls = []
+
+    def export(c):
+        calls.append(c)
+        (tmp_path / "run" / "final").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "run" / "final" / "training_config.json").write_text(json.dumps(pipeline.to_dict(c), default=str))
+
+    pipeline._run_once(export, cfg)
+    extra.write_text("data B\n")
+
+    def export_then_die(c):
+        export(c)
+        raise KeyboardInterrupt  # stopped between the export and its record
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline._run_once(export_then_die, cfg)
+    extra.write_text("data A\n")  # back to A: the export in final/ is B's, so it must not be reused
+    pipeline._run_once(export, cfg)
+    assert len(calls) == 3

@@ -76,3 +76,11 @@ def test_distillation_on_neighbour_batches_trains_the_similarity_loss(assets, tm
     assert "padding" in caplog.text and "with groups of 4 near neighbours" in caplog.text
     assert "loss_pooled_sim=" in (out / "train.log").read_text()
     assert model.load(out / "final").config.hidden_dropout == 0.0
+
+
+def test_a_group_that_does_not_divide_the_batch_is_refused_before_any_work(assets, tmp_path):  # noqa: F811
+    cfg = load_config(DistillConfig, None, _distill_args(
+        assets, tmp_path / "bad", teacher=assets / "teacher_base", alpha_ce=0, alpha_mlm=0, alpha_pooled_sim=1,
+        neighbour_group=3, corpus=tmp_path / "missing.txt"))  # refused before the corpus is even read
+    with pytest.raises(ValueError, match="neighbour_group=3 must be at least 2 and divide train.batch_size=16"):
+        run_distill(cfg)
