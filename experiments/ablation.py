@@ -154,9 +154,14 @@ def choose(rows: list[dict], full_budget: dict | None = None) -> str:
 
 def _decide(rows: list[dict], full_budget: dict | None) -> tuple[dict, list[dict]]:
     """The best eligible row on the ablation's dev score, and the rows tied with it (``tie_break``)."""
-    ok = [e for e in rows if e["recipe"]["layers"] == PLAIN.layers and e["recipe"]["alpha"] > 0]
+    ok = _eligible(rows)
     best = max(ok, key=lambda e: e["dev"]["score"]["mean"])
     return best, tie_break(ok, best, full_budget)
+
+
+def _eligible(rows: list[dict]) -> list[dict]:
+    """The rows that may become the default: the student's size, learning from the teacher."""
+    return [e for e in rows if e["recipe"]["layers"] == PLAIN.layers and e["recipe"]["alpha"] > 0]
 
 
 def tie_break(ok: list[dict], best: dict, full_budget: dict | None) -> list[dict]:
@@ -204,7 +209,7 @@ def _choice_text(res: dict) -> str:
     scores = "; ".join(f"{e['name']}: {full[_recipe_key(e['recipe'])]['dev']['score']:.4f}" for e in tied)
     fb = res["full_budget"]
     top = max(full[_recipe_key(e["recipe"])]["dev"]["score"] for e in tied)
-    noise = _noise([e for e in res["rows"] if e["recipe"]["layers"] == PLAIN.layers and e["recipe"]["alpha"] > 0])
+    noise = _noise(_eligible(res["rows"]))
     chosen_score = full[_recipe_key(tied[0]["recipe"])]["dev"]["score"]
     why = (f"the best there: **{chosen}**" if chosen_score == top else
            f"the cheapest of those within the seed noise ({noise:.4f}) of the best there too ({top:.4f}), "

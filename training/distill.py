@@ -73,9 +73,8 @@ def run_distill(cfg: DistillConfig) -> dict[str, float]:
                                                              "attention_dropout": cfg.dropout}))
     teacher = Frozen(loaded)
     maybe_freeze_embeddings(student, cfg.freeze_embeddings)
-    if cfg.neighbour_group and (cfg.neighbour_group < 2 or tr.batch_size % cfg.neighbour_group):
-        raise ValueError(f"neighbour_group={cfg.neighbour_group} must be at least 2 and divide "
-                         f"train.batch_size={tr.batch_size}")
+    if cfg.neighbour_group:
+        neighbours.check_group(cfg.neighbour_group, tr.batch_size)  # before the corpus is read and embedded
     texts = read_texts(cfg.corpus, cfg.corpus_column)[: cfg.max_texts]
     seqs = chunk_corpus(tok, texts, cfg.max_length)
     n_eval = max(1, int(len(seqs) * cfg.eval_fraction))

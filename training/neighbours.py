@@ -18,21 +18,13 @@ import random
 import torch
 from torch import nn
 
-from .common import _length_sorted_batches, pooled_of
+from .common import pooled_of, score
 
 
-@torch.no_grad()
 def sentence_embeddings(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length: int,
                         batch_size: int = 128) -> torch.Tensor:
     """``m``'s mean-pooled, L2-normalised sentence embeddings of ``seqs``: (N, C), in ``seqs``' order."""
-    m.eval()
-    out: torch.Tensor | None = None
-    for idx, ids, mask in _length_sorted_batches(m, seqs, pad_id, max_length, batch_size):
-        e = torch.nn.functional.normalize(pooled_of(m, ids, mask).float(), dim=-1).cpu()
-        if out is None:
-            out = e.new_empty((len(seqs), e.shape[1]))
-        out[idx] = e
-    return out if out is not None else torch.empty(0, 0)
+    return torch.nn.functional.normalize(score(m, seqs, pad_id, max_length, pooled_of, batch_size), dim=-1)
 
 
 @torch.no_grad()
@@ -48,13 +40,17 @@ def nearest(emb: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
     return out
 
 
+def check_group(group: int, batch_size: int) -> None:
+    if group < 2 or batch_size % group:
+        raise ValueError(f"neighbour_group={group} must be at least 2 and divide train.batch_size={batch_size}")
+
+
 def neighbour_batches(neighbours: torch.Tensor, batch_size: int, group: int, seed: int, epoch: int
                       ) -> list[list[int]]:
     """Every index once per epoch, in batches of ``batch_size // group`` groups of ``group``: a seed
     sentence (in a seeded random order) and its nearest neighbours not yet placed this epoch; a group
     short of neighbours is filled from the seeds that follow. Seeded by (seed, epoch)."""
-    if group < 2 or batch_size % group:
-        raise ValueError(f"group ({group}) must be at least 2 and divide the batch size ({batch_size})")
+    check_group(group, batch_size)
     n = neighbours.shape[0]
     order = list(range(n))
     random.Random(seed * 1000 + epoch).shuffle(order)

@@ -44,7 +44,7 @@ def test_each_group_is_a_sentence_and_its_neighbours_and_every_sentence_comes_on
             assert len(set(cluster[g].tolist())) == 1  # a group is one cluster: its members are near
     assert neighbour_batches(near, 16, 8, 3, 0) == batches  # seeded
     assert neighbour_batches(near, 16, 8, 3, 1) != batches  # another order each epoch
-    with pytest.raises(ValueError, match="divide the batch size"):
+    with pytest.raises(ValueError, match="neighbour_group=6 must be at least 2 and divide train.batch_size=16"):
         neighbour_batches(near, 16, 6, 3, 0)
 
 
