@@ -257,11 +257,12 @@ def _run_once(command, cfg) -> Path:
     return final
 
 
-def train_teacher(cfg: PipelineConfig, files: Files, work: Path, name: str = "teacher") -> Path:
-    """all-MiniLM-L6-v2 fine-tuned on the movie-review train split (alone: on every core)."""
+def train_teacher(cfg: PipelineConfig, files: Files, work: Path, name: str = "teacher",
+                  threads: int | None = None) -> Path:
+    """all-MiniLM-L6-v2 fine-tuned on the movie-review train split (``threads`` None: every core)."""
     return _run_once(run_finetune, replace(
         cfg.teacher, model=str(fetch("minilm")), train_file=str(files["train"]),
-        train=_train(cfg.teacher.train, work / name, cfg.seed, None)))
+        train=_train(cfg.teacher.train, work / name, cfg.seed, threads)))
 
 
 def general_distillation(cfg: PipelineConfig, files: Files, work: Path, layers: int) -> Path:
@@ -420,24 +421,27 @@ class Built:
 def build(cfg: PipelineConfig, data: Data, work: Path, step) -> Built:
     """Every training stage and the dev-split selection. The training stages see the training files
     only, the selection ``data.dev``; nothing here reads ``data.test``. After the teacher, the
-    students, the baseline and the embedder are independent: ``cfg.workers`` processes train them."""
-    teacher = train_teacher(cfg, data.files, work)
-    step("teacher")
-    jobs = {"default": (train_student, cfg.recipe, "student"),
-            **{n: (train_student, r, f"student_{n}") for n, r in cfg.candidates.items()},
+    students, the baseline and the embedder are independent: ``cfg.workers`` processes train them. The
+    embedder needs no teacher, so with workers it trains beside the teacher, one core each, rather than
+    after it: two single-threaded processes get more from 2 cores than one process on both, and the
+    students, which wait for the teacher, are the longest jobs."""
+    jobs = {"default": (cfg.recipe, "student"),
+            **{n: (r, f"student_{n}") for n, r in cfg.candidates.items()},
             # Labels alone: no soft targets, no unlabeled text, no representation loss toward the teacher.
-            "baseline": (train_student, baseline_of(cfg.recipe), "baseline"),
-            "embedder": (train_embedder, None, None)}
-
-    def args(fn, recipe, name):
-        return (cfg, data.files, work, teacher, recipe, name) if fn is train_student else (cfg, data.files, work)
-
+            "baseline": (baseline_of(cfg.recipe), "baseline")}
     if cfg.workers > 1:
         with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {k: pool.submit(fn, *args(fn, r, n)) for k, (fn, r, n) in jobs.items()}
-            paths = {k: f.result() for k, f in futures.items()}
+            embedder = pool.submit(train_embedder, cfg, data.files, work)
+            teacher = pool.submit(train_teacher, cfg, data.files, work, "teacher", cfg.threads).result()
+            step("teacher")
+            futures = {k: pool.submit(train_student, cfg, data.files, work, teacher, r, n)
+                       for k, (r, n) in jobs.items()}
+            paths = {k: f.result() for k, f in futures.items()} | {"embedder": embedder.result()}
     else:
-        paths = {k: fn(*args(fn, r, n)) for k, (fn, r, n) in jobs.items()}
+        teacher = train_teacher(cfg, data.files, work)
+        step("teacher")
+        paths = {k: train_student(cfg, data.files, work, teacher, r, n) for k, (r, n) in jobs.items()}
+        paths["embedder"] = train_embedder(cfg, data.files, work)
     step("students_baseline_embedder")
     candidates = {k: paths[k] for k in ("default", *cfg.candidates)}
     choice, dev = select(candidates | {"baseline": paths["baseline"]}, teacher, data.dev, cfg.student.max_length)
