@@ -56,6 +56,10 @@ def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
     elif cfg.alpha_embed > 0 and toward_teacher:
         both = score(teacher, seqs, tok.pad_id, cfg.max_length, logits_and_pooled_of)  # (N, labels + C)
         teacher_logits, reference_pooled = both[:, :len(id2label)], both[:, len(id2label):]
+    elif cfg.alpha == 0 and not cfg.unlabeled_file:
+        # Labels alone (the label-only baseline): the soft targets would be weighted 0, so the teacher
+        # scores nothing (on make models' train split that pass cost a core about a minute).
+        teacher_logits = None
     else:
         teacher_logits = score(teacher, seqs, tok.pad_id, cfg.max_length)
     dev_eval = dev_accuracy(cfg, tok, id2label, lambda ids: score(teacher, ids, tok.pad_id, cfg.max_length))

@@ -269,6 +269,24 @@ def test_a_run_does_not_depend_on_the_generator_state_it_starts_in(assets, tmp_p
         assert torch.equal(weights[0][k], weights[1][k]), k
 
 
+def test_labels_alone_skip_the_teacher_pass_and_train_what_the_objective_at_alpha_0_trains(assets, tmp_path):
+    """alpha 0 without unlabeled text (the label-only baseline): the soft targets would be weighted 0, so
+    the teacher scores nothing and the loss is the plain CE; a vanishing alpha takes the scored path."""
+    common = [f"train_file={assets / 'train.tsv'}", "max_length=32", "train.batch_size=16", "train.progress=false",
+              "train.device=cpu", "train.max_steps=4", "train.log_every=1", "train.lr=3e-3"]
+    train_main(["finetune", f"model={assets / 'teacher_base'}", f"train.out_dir={tmp_path / 't'}", *common])
+    weights = {}
+    for alpha in ("0", "1e-12"):
+        out = tmp_path / f"kd{alpha}"
+        train_main(["distill-task", f"teacher={tmp_path / 't' / 'final'}", f"train.out_dir={out}", f"alpha={alpha}",
+                    *common])
+        weights[alpha] = load_file(str(out / "final" / "model.safetensors"))
+        losses = {k for m in _metrics(out) for k in m if k.startswith("loss_")}
+        assert losses == ({"loss_ce"} if alpha == "0" else {"loss_task"})
+    for k in weights["0"]:
+        assert torch.allclose(weights["0"][k], weights["1e-12"][k], atol=1e-6), k
+
+
 def test_a_representation_loss_toward_the_teacher_scores_it_once_with_the_same_result(assets, tmp_path, monkeypatch):
     """With embed_reference the teacher itself, its logits and pooled embeddings come from one forward
     (training.common.logits_and_pooled_of); a copy of the teacher in another folder takes the two-pass
