@@ -98,6 +98,12 @@ def markdown(res: dict, noise: dict[str, float] | None = None) -> str:
     for k, label in EMBEDDINGS.items():
         if k in e:
             lines.append(f"| {label} | {e[k]['mean_cosine']:.3f} | {_pct(e[k]['top1_agreement'])} |")
+    if "embedders" in e:
+        st, te = e["embedders"]["student_embedder"], e["embedders"]["teacher_embedder"]
+        lines += ["", f"The student embedder has {st['layers']} layers ({st['parameters'] / 1e6:.1f}M parameters), "
+                  f"the teacher embedder {te['layers']} ({te['parameters'] / 1e6:.1f}M): batch-1 CPU latency "
+                  f"{st['latency_ms_b1']:.2f} ms against {te['latency_ms_b1']:.2f} ms, "
+                  f"{st['speedup_b1']:.2f}× faster (same inputs and thread as the table above)."]
     tg = res["targets"]
     lines += ["", "Targets: " + ", ".join(f"{k.replace('_', ' ')} {'✅' if v else '❌'}" for k, v in tg.items()) + ".",
               "", "![accuracy vs latency](docs/accuracy_vs_latency.png)"]

@@ -71,6 +71,11 @@ def test_quick_pipeline_selects_on_dev_only_and_reports_every_domain(tmp_path):
     assert {"accuracy_ood_mean", "retention_ood_mean", "speedup_b1", "teacher_agreement"} <= set(student)
     assert {"ood_retention_ge_0.97", "teacher_embedder_cosine_ge_0.99"} <= set(res["targets"])
     assert res["embeddings"]["teacher_embedder_vs_minilm"]["mean_cosine"] == pytest.approx(1.0, abs=1e-6)
+    sizes = res["embeddings"]["embedders"]  # what the student embedder's fidelity costs, beside the teacher's
+    assert sizes["student_embedder"]["layers"] == model.load(tmp_path / "student_embedder").config.num_layers
+    assert sizes["teacher_embedder"]["layers"] == 6
+    assert sizes["student_embedder"]["speedup_b1"] == pytest.approx(
+        sizes["teacher_embedder"]["latency_ms_b1"] / sizes["student_embedder"]["latency_ms_b1"])
     for name in ("teacher", "student", "baseline"):
         loaded = model.load(tmp_path / name)
         assert loaded.task == "classification" and loaded.config.id2label == {0: "negative", 1: "positive"}
