@@ -86,8 +86,8 @@ format: install
 # The default teacher and student, the baseline and the embedders, evaluated in domain and out of
 # it; writes artifacts/results.json and artifacts/serve.json (budgeted at 30 minutes on a 2-core CPU; the
 # measured time is in the README, written from results.json).
-# Single-threaded worker processes: the embedder, which needs no teacher, trains beside the teacher; then
-# the student and the baseline join it (two workers instead of three left a core idle at the end).
+# Single-threaded processes: the embedder, which needs no teacher, starts beside it at a lower priority and
+# fills what the teacher, then the student and the baseline (two workers), leave of the 2 cores.
 models: install assets
 	$(PY) -m experiments.pipeline --out $(ARTIFACTS) --workers 3 --threads 1
 	$(PY) -m experiments.variants --artifacts $(ARTIFACTS) --readme README.md --json bench/results/variants/variants.json
