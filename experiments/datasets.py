@@ -117,6 +117,12 @@ def write_atomic(path: Path, text: str) -> Path:
 _SENT_END = re.compile(r"(?<=[.!?])\s+(?=[\"'A-Z0-9])")
 
 
+def cut_sentences(paragraph: str) -> list[str]:
+    """The sentences of a news paragraph, ending punctuation kept, of 30 to 300 characters: how the
+    held-out sentences are cut, and the embedder's training sentences with them."""
+    return [s for s in _SENT_END.split(paragraph) if 30 <= len(s) <= 300]
+
+
 def load_news(folder: str | Path) -> dict[str, list[str]]:
     """{"train": paragraphs, "heldout": sentences}: 95/5 split by article id."""
     path = Path(folder) / NEWS_FILE
@@ -128,7 +134,7 @@ def load_news(folder: str | Path) -> dict[str, list[str]]:
             paragraphs = [p for p in paragraphs if len(p) > 40]
             if bucket("news:" + rec["article_id"], 20) == 0:
                 for p in paragraphs:
-                    held += [s for s in _SENT_END.split(p) if 30 <= len(s) <= 300]
+                    held += cut_sentences(p)
             else:
                 train += paragraphs
     return {"train": train, "heldout": held}

@@ -10,7 +10,7 @@ import torch
 
 import model
 from experiments.assets import MANIFEST, AssetError, fetch, verify
-from experiments.datasets import load_ood, load_sentiment, split_of
+from experiments.datasets import cut_sentences, load_news, load_ood, load_sentiment, split_of
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,18 @@ def test_out_of_domain_loaders_counts_halves_and_label_balance():
     assert all(0.42 < p < 0.47 for p in positive["nyt"])
     movies = {t for rows in load_sentiment(fetch("sentiment")).values() for t, _ in rows}
     assert not movies & {t for h in a.values() for rows in h.values() for t, _ in rows}
+
+
+def test_sentences_are_cut_with_their_ending_punctuation_as_the_held_out_ones_are():
+    p = ('Shares of the company fell sharply on Monday. "We had expected a weaker quarter," the chief executive '
+         'said! Did the market agree? The index closed at 4,100.5 points, lower than the week before.')
+    assert cut_sentences(p) == ["Shares of the company fell sharply on Monday.",
+                                '"We had expected a weaker quarter," the chief executive said!',
+                                "The index closed at 4,100.5 points, lower than the week before."]
+    # Too short (under 30 characters) and too long (over 300) are left out, as for the held-out set.
+    assert cut_sentences("Short one. " + "x" * 301) == []
+    held = load_news(fetch("news"))["heldout"]
+    assert sum(s[-1] in ".!?\"'" for s in held) / len(held) > 0.9  # the held-out cut, on the real data
 
 
 def test_known_sentence_ids_from_the_real_vocab(minilm):
