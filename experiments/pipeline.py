@@ -435,8 +435,8 @@ EMBEDDER_NICENESS = 10  # a worker at niceness 10 gets about a tenth of a core t
 
 def build(cfg: PipelineConfig, data: Data, work: Path, step) -> Built:
     """Every training stage and the dev-split selection. The training stages see the training files
-    only, the selection ``data.dev``; nothing here reads ``data.test``. After the teacher, the
-    students, the baseline and the embedder are independent: ``cfg.workers`` processes train them.
+    only, the selection ``data.dev``; nothing here reads ``data.test``. The students and the baseline need
+    the teacher and are then independent; the embedder needs none. ``cfg.workers`` processes train them.
 
     The embedder needs no teacher, so it starts at once, in a process of its own at a lower priority: it
     takes the core the teacher leaves (two single-threaded processes get more from 2 cores than one process

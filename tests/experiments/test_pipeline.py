@@ -47,7 +47,8 @@ def test_retention_and_score_per_domain():
 def test_quick_pipeline_selects_on_dev_only_and_reports_every_domain(tmp_path):
     import transformers
 
-    # Two worker processes: make models' layout (the embedder beside the teacher, then the students).
+    # Workers, as make models runs it: the embedder in its own lower-priority process beside the process
+    # that trains the teacher, then the students and the baseline.
     cfg = quick(PipelineConfig(out=str(tmp_path), threads=1, workers=2, candidates={"t4": Recipe(temperature=4.0)}))
     work = tmp_path / "work"
     work.mkdir()
