@@ -48,7 +48,7 @@ from training.common import classification_metrics, score
 from training.config import DistillConfig, FinetuneConfig, TaskDistillConfig, to_dict
 from training.data import collate, read_labeled
 from training.distill import run_distill
-from training.distill_task import run_distill_task
+from training.distill_task import merge_teacher_scores, run_distill_task, score_teacher, teacher_pass
 from training.finetune import run_finetune
 from training.trainer import TrainConfig
 
@@ -215,8 +215,12 @@ def _train(tc: TrainConfig, out: Path, seed: int, threads: int | None) -> TrainC
 _VOLATILE = ("out_dir", "threads", "progress", "device", "resume", "log_every", "save_every")
 
 
+_VOLATILE_FIELDS = ("teacher_scores",)  # the teacher's pass made elsewhere: checked, then the same rows
+
+
 def _comparable(config: dict) -> dict:
-    return config | {"train": {k: v for k, v in config["train"].items() if k not in _VOLATILE}}
+    return ({k: v for k, v in config.items() if k not in _VOLATILE_FIELDS}
+            | {"train": {k: v for k, v in config["train"].items() if k not in _VOLATILE}})
 
 
 # The configuration fields that name what a run reads: data files, and model folders (a teacher retrained
@@ -244,15 +248,12 @@ def _run_once(command, cfg) -> Path:
     from scratch (a checkpoint of the old data is not resumed)."""
     run_dir = Path(cfg.train.out_dir)
     final = run_dir / "final"
-    saved = final / "training_config.json"
-    want = json.loads(json.dumps(to_dict(cfg), default=str))
     digests = _input_digests(cfg)
 
     def same_data(record: Path) -> bool:
         return record.is_file() and json.loads(record.read_text()) == digests
 
-    if (saved.is_file() and same_data(final / _INPUTS_RECORD)
-            and _comparable(json.loads(saved.read_text())) == _comparable(want)):
+    if _finished(cfg, digests):
         log.info("reusing %s (same configuration, same data)", final)
         return final
     # What the checkpoint was trained on, written before the run so a stopped one resumes; the export's
@@ -267,6 +268,16 @@ def _run_once(command, cfg) -> Path:
     command(cfg)
     write_atomic(final / _INPUTS_RECORD, record)
     return final
+
+
+def _finished(cfg, digests: dict[str, str] | None = None) -> bool:
+    """Whether cfg's output folder holds a finished run of the same configuration on the same data."""
+    final = Path(cfg.train.out_dir) / "final"
+    saved, record = final / "training_config.json", final / _INPUTS_RECORD
+    want = json.loads(json.dumps(to_dict(cfg), default=str))
+    digests = _input_digests(cfg) if digests is None else digests
+    return (saved.is_file() and record.is_file() and json.loads(record.read_text()) == digests
+            and _comparable(json.loads(saved.read_text())) == _comparable(want))
 
 
 def train_teacher(cfg: PipelineConfig, files: Files, work: Path, name: str = "teacher",
@@ -285,12 +296,20 @@ def general_distillation(cfg: PipelineConfig, files: Files, work: Path, layers: 
 
 
 def train_student(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, recipe: Recipe, name: str,
-                  seed: int | None = None) -> Path:
-    """Task distillation from the teacher with ``recipe`` (labels only when recipe.alpha is 0)."""
+                  seed: int | None = None, teacher_scores: Path | None = None) -> Path:
+    """Task distillation from the teacher with ``recipe`` (labels only when recipe.alpha is 0);
+    ``teacher_scores``: the teacher's pass, already made (``prescore``)."""
+    start = general_distillation(cfg, files, work, recipe.layers) if recipe.general_distillation else None
+    return _run_once(run_distill_task, replace(student_config(cfg, files, work, teacher, recipe, name, seed, start),
+                                               teacher_scores=str(teacher_scores) if teacher_scores else None))
+
+
+def student_config(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, recipe: Recipe, name: str,
+                   seed: int | None = None, start: Path | None = None) -> TaskDistillConfig:
+    """The task-distillation command for ``recipe`` (``start``: its generally distilled student)."""
     seed = cfg.seed if seed is None else seed
     minilm = fetch("minilm")
-    start = general_distillation(cfg, files, work, recipe.layers) if recipe.general_distillation else None
-    return _run_once(run_distill_task, replace(
+    return replace(
         cfg.student, teacher=str(teacher), student=str(start) if start else None, student_layers=recipe.layers,
         train_file=str(files["train"]), dev_file=None,
         unlabeled_file=unlabeled_for(recipe, files, work / f"{name}.unlabeled.txt", cfg.seed),
@@ -298,7 +317,28 @@ def train_student(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, 
         alpha_embed=recipe.alpha_embed, alpha_hidden=recipe.alpha_hidden,
         embed_reference=str({"minilm": minilm, "teacher": teacher}[recipe.embed_toward]) if recipe.alpha_embed > 0
         else None,
-        train=_train(cfg.student.train, work / name, seed, cfg.threads)))
+        train=_train(cfg.student.train, work / name, seed, cfg.threads))
+
+
+def prescore(pool: ProcessPoolExecutor, cfg: PipelineConfig, files: Files, work: Path, teacher: Path,
+             recipe: Recipe, name: str, shares: int) -> Path | None:
+    """The student's teacher pass (every training and unlabeled text through the teacher, before its
+    first step) split across ``shares`` workers of ``pool``: that pass is on the longest chain, and the
+    workers meet there, so it ends sooner. The rows are the ones the student's own pass would make,
+    bitwise (each batch is computed whole, on as many threads). None where there is nothing to split:
+    a finished run, a pass with per-token states, or none at all."""
+    if recipe.general_distillation:
+        return None
+    scfg = student_config(cfg, files, work, teacher, recipe, name)
+    if teacher_pass(scfg) is None or scfg.alpha_hidden > 0 or _finished(scfg):
+        return None
+    parts = [pool.submit(score_teacher, scfg, (k, shares), work / f"{name}.teacher_scores.{k}.pt")
+             for k in range(shares)]
+    paths = [f.result() for f in parts]
+    merged = merge_teacher_scores(paths, work / f"{name}.teacher_scores.pt")
+    for p in paths:
+        p.unlink()
+    return merged
 
 
 def unlabeled_for(recipe: Recipe, files: Files, path: Path, seed: int) -> str | None:
@@ -441,7 +481,8 @@ def build(cfg: PipelineConfig, data: Data, work: Path, step) -> Built:
     The embedder needs no teacher, so it starts at once, in a process of its own at a lower priority: it
     takes the core the teacher leaves (two single-threaded processes get more from 2 cores than one process
     on both), then whatever the students and the baseline leave. It fills idle time instead of slowing the
-    teacher-then-students chain, the longest one; the other ``workers - 1`` processes run that chain."""
+    teacher-then-students chain, the longest one; the other ``workers - 1`` processes run that chain, and
+    between the teacher and the default student they share its teacher pass (``prescore``)."""
     jobs = {"default": (cfg.recipe, "student"),
             **{n: (r, f"student_{n}") for n, r in cfg.candidates.items()},
             # Labels alone: no soft targets, no unlabeled text, no representation loss toward the teacher.
@@ -453,7 +494,9 @@ def build(cfg: PipelineConfig, data: Data, work: Path, step) -> Built:
             embedder = side.submit(train_embedder, cfg, data.files, work)
             teacher = pool.submit(train_teacher, cfg, data.files, work, "teacher", cfg.threads).result()
             step("teacher")
-            futures = {k: pool.submit(train_student, cfg, data.files, work, teacher, r, n)
+            scores = prescore(pool, cfg, data.files, work, teacher, cfg.recipe, "student", cfg.workers - 1)
+            futures = {k: pool.submit(train_student, cfg, data.files, work, teacher, r, n,
+                                      teacher_scores=scores if k == "default" else None)
                        for k, (r, n) in jobs.items()}
             paths = {k: f.result() for k, f in futures.items()} | {"embedder": embedder.result()}
     else:

@@ -3,17 +3,31 @@ optionally on extra unlabeled text that only the teacher's soft targets supervis
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
+from torch import nn
 
 import model
 
-from .common import classifier_from, logits_and_pooled_of, score, seed_all, teacher_targets, use_threads
+from .common import (
+    classifier_from,
+    logits_and_pooled_of,
+    logits_of,
+    merge_shares,
+    score,
+    seed_all,
+    teacher_targets,
+    use_threads,
+)
 from .config import TaskDistillConfig
 from .data import read_texts
 from .finetune import dev_accuracy, labeled_ids, train_classifier
 from .init import init_student, layer_map
-from .trainer import pick_device
+from .trainer import pick_device, weights_digest
 
 log = logging.getLogger("training")
 
@@ -21,16 +35,56 @@ log = logging.getLogger("training")
 def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
     use_threads(cfg.train.threads)  # before the teacher scores the data, not only once the Trainer starts
     seed_all(cfg.train.seed)
-    teacher = model.load(cfg.teacher)
-    if teacher.task != "classification":
-        raise ValueError(f"{cfg.teacher}: task distillation needs a fine-tuned classifier teacher, got {teacher.task}")
-    teacher.to(pick_device(cfg.train.device))
+    teacher = load_teacher(cfg)
     tok = model.Tokenizer.from_dir(cfg.teacher)
     id2label = teacher.config.id2label
     if cfg.student:
         student = classifier_from(cfg.student, id2label)
     else:
         student = init_student(teacher, task="classification", num_layers=cfg.student_layers)
+    seqs, labels = teacher_inputs(cfg, tok, id2label)
+    # The teacher is frozen and has no dropout in eval mode: its logits are a function of the text,
+    # so they are computed once here instead of once per batch per epoch. When the representation
+    # loss is toward the teacher itself, its pooled embeddings come from the same forward; so do, for
+    # the hidden-state loss, its per-token outputs at the layers the student's were copied from.
+    reference_pooled = teacher_states = teacher_logits = None
+    if cfg.alpha_hidden > 0:
+        if cfg.teacher_scores:
+            raise ValueError("teacher_scores hold logits and pooled embeddings; the hidden-state loss needs the "
+                             "teacher's per-token states, computed here: leave teacher_scores unset")
+        pairs = layer_map(teacher.config.num_layers, student.config.num_layers)
+        log.info("hidden-state loss: student layers %s toward teacher layers %s (0-based)",
+                 list(range(student.config.num_layers)), pairs)
+        both, teacher_states = teacher_targets(teacher, seqs, tok.pad_id, cfg.max_length, pairs)
+        teacher_logits = both[:, :len(id2label)]
+        if cfg.alpha_embed > 0 and _toward_teacher(cfg):
+            reference_pooled = both[:, len(id2label):]
+    elif (fn := teacher_pass(cfg)) is not None:
+        if cfg.teacher_scores:
+            both = load_teacher_scores(cfg.teacher_scores, _fingerprint(teacher, seqs, cfg, fn))
+            log.info("teacher pass: %d rows from %s", len(both), cfg.teacher_scores)
+        else:
+            both = score(teacher, seqs, tok.pad_id, cfg.max_length, fn)  # (N, labels [+ C])
+        teacher_logits = both[:, :len(id2label)]
+        if fn is logits_and_pooled_of:
+            reference_pooled = both[:, len(id2label):]
+    # else: labels alone (the label-only baseline): the soft targets would be weighted 0, so the teacher
+    # scores nothing (on make models' train split that pass cost a core about a minute).
+    dev_eval = dev_accuracy(cfg, tok, id2label, lambda ids: score(teacher, ids, tok.pad_id, cfg.max_length))
+    return train_classifier(cfg, student, tok, seqs, labels, teacher_logits, cfg.embed_reference or cfg.teacher,
+                            dev_eval, reference_pooled, teacher_states)
+
+
+def load_teacher(cfg: TaskDistillConfig) -> nn.Module:
+    teacher = model.load(cfg.teacher)
+    if teacher.task != "classification":
+        raise ValueError(f"{cfg.teacher}: task distillation needs a fine-tuned classifier teacher, got {teacher.task}")
+    return teacher.to(pick_device(cfg.train.device))
+
+
+def teacher_inputs(cfg: TaskDistillConfig, tok: model.Tokenizer, id2label: dict[int, str]
+                   ) -> tuple[list[list[int]], list[int]]:
+    """The texts the student trains on, as token ids, and their labels (-100: unlabeled text)."""
     train, train_ids = labeled_ids(tok, cfg.train_file, cfg, id2label)
     seqs, labels = list(train_ids), list(train.labels)
     if cfg.unlabeled_file:
@@ -39,29 +93,60 @@ def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
         seqs += extra_ids
         labels += [-100] * len(extra_ids)  # no label: the teacher's soft targets alone
         log.info("task distillation: %d labeled + %d unlabeled texts", len(train_ids), len(extra_ids))
-    # The teacher is frozen and has no dropout in eval mode: its logits are a function of the text,
-    # so they are computed once here instead of once per batch per epoch. When the representation
-    # loss is toward the teacher itself, its pooled embeddings come from the same forward; so do, for
-    # the hidden-state loss, its per-token outputs at the layers the student's were copied from.
-    reference_pooled = teacher_states = None
-    toward_teacher = cfg.embed_reference and Path(cfg.embed_reference).resolve() == Path(cfg.teacher).resolve()
-    if cfg.alpha_hidden > 0:
-        pairs = layer_map(teacher.config.num_layers, student.config.num_layers)
-        log.info("hidden-state loss: student layers %s toward teacher layers %s (0-based)",
-                 list(range(student.config.num_layers)), pairs)
-        both, teacher_states = teacher_targets(teacher, seqs, tok.pad_id, cfg.max_length, pairs)
-        teacher_logits = both[:, :len(id2label)]
-        if cfg.alpha_embed > 0 and toward_teacher:
-            reference_pooled = both[:, len(id2label):]
-    elif cfg.alpha_embed > 0 and toward_teacher:
-        both = score(teacher, seqs, tok.pad_id, cfg.max_length, logits_and_pooled_of)  # (N, labels + C)
-        teacher_logits, reference_pooled = both[:, :len(id2label)], both[:, len(id2label):]
-    elif cfg.alpha == 0 and not cfg.unlabeled_file:
-        # Labels alone (the label-only baseline): the soft targets would be weighted 0, so the teacher
-        # scores nothing (on make models' train split that pass cost a core about a minute).
-        teacher_logits = None
-    else:
-        teacher_logits = score(teacher, seqs, tok.pad_id, cfg.max_length)
-    dev_eval = dev_accuracy(cfg, tok, id2label, lambda ids: score(teacher, ids, tok.pad_id, cfg.max_length))
-    return train_classifier(cfg, student, tok, seqs, labels, teacher_logits, cfg.embed_reference or cfg.teacher,
-                            dev_eval, reference_pooled, teacher_states)
+    return seqs, labels
+
+
+def _toward_teacher(cfg: TaskDistillConfig) -> bool:
+    return bool(cfg.embed_reference) and Path(cfg.embed_reference).resolve() == Path(cfg.teacher).resolve()
+
+
+def teacher_pass(cfg: TaskDistillConfig) -> Callable | None:
+    """What one teacher forward per text yields for the losses without per-token states: its logits,
+    with its pooled embeddings beside them when the representation loss is toward the teacher; None
+    when nothing needs it (labels alone, no unlabeled text)."""
+    if cfg.alpha_embed > 0 and _toward_teacher(cfg):
+        return logits_and_pooled_of
+    if cfg.alpha == 0 and not cfg.unlabeled_file:
+        return None
+    return logits_of
+
+
+def score_teacher(cfg: TaskDistillConfig, share: tuple[int, int], out: str | Path) -> Path:
+    """One share of the teacher pass ``run_distill_task`` makes for ``cfg`` (``score``'s ``share``),
+    saved at ``out`` for ``merge_teacher_scores``: a pass split across processes, each batch computed as
+    the whole pass computes it."""
+    use_threads(cfg.train.threads)
+    teacher = load_teacher(cfg)
+    tok = model.Tokenizer.from_dir(cfg.teacher)
+    seqs, _ = teacher_inputs(cfg, tok, teacher.config.id2label)
+    fn = teacher_pass(cfg)
+    if fn is None or cfg.alpha_hidden > 0:
+        raise ValueError("this configuration's teacher pass is not a score pass (labels alone, or per-token states)")
+    rows = score(teacher, seqs, tok.pad_id, cfg.max_length, fn, share=share)
+    torch.save({"rows": rows, "fingerprint": _fingerprint(teacher, seqs, cfg, fn)}, out)
+    return Path(out)
+
+
+def merge_teacher_scores(parts: list[str | Path], out: str | Path) -> Path:
+    """Join the shares saved by ``score_teacher`` into the file ``TaskDistillConfig.teacher_scores`` names."""
+    loaded = [torch.load(p, weights_only=True) for p in parts]
+    if len({x["fingerprint"] for x in loaded}) != 1:
+        raise ValueError(f"{[str(p) for p in parts]}: shares of different teachers, texts or passes")
+    torch.save({"rows": merge_shares([x["rows"] for x in loaded]), "fingerprint": loaded[0]["fingerprint"]}, out)
+    return Path(out)
+
+
+def load_teacher_scores(path: str | Path, fingerprint: str) -> torch.Tensor:
+    saved = torch.load(path, weights_only=True)
+    if saved["fingerprint"] != fingerprint:
+        raise ValueError(f"{path}: made by another teacher, on other texts or by another pass than this run's; "
+                         "delete it or leave teacher_scores unset")
+    return saved["rows"]
+
+
+def _fingerprint(teacher: nn.Module, seqs: list[list[int]], cfg: TaskDistillConfig, fn: Callable) -> str:
+    """What the pass's rows are a function of: the teacher's weights, the token ids, the length limit, the pass."""
+    h = hashlib.sha256(f"{weights_digest(teacher)} {cfg.max_length} {fn.__name__}".encode())
+    for s in seqs:
+        h.update(b" ".join(str(t).encode() for t in s) + b"\n")
+    return h.hexdigest()

@@ -47,9 +47,9 @@ def test_retention_and_score_per_domain():
 def test_quick_pipeline_selects_on_dev_only_and_reports_every_domain(tmp_path):
     import transformers
 
-    # Workers, as make models runs it: the embedder in its own lower-priority process beside the process
-    # that trains the teacher, then the students and the baseline.
-    cfg = quick(PipelineConfig(out=str(tmp_path), threads=1, workers=2, candidates={"t4": Recipe(temperature=4.0)}))
+    # Workers, as make models runs it: the embedder in its own lower-priority process beside the two that
+    # train the teacher, then split the student's teacher pass, then train the students and the baseline.
+    cfg = quick(PipelineConfig(out=str(tmp_path), threads=1, workers=3, candidates={"t4": Recipe(temperature=4.0)}))
     work = tmp_path / "work"
     work.mkdir()
     data = load_data(cfg, work)
@@ -62,6 +62,10 @@ def test_quick_pipeline_selects_on_dev_only_and_reports_every_domain(tmp_path):
     trained = json.loads((built.baseline / "training_config.json").read_text())
     assert trained["alpha"] == 0 and trained["alpha_embed"] == 0 and trained["embed_reference"] is None
     assert trained["unlabeled_file"] is None
+    # The default student trained on its teacher pass made in two shares (prescore), not on its own.
+    student_run = json.loads((work / "student" / "final" / "training_config.json").read_text())
+    assert student_run["teacher_scores"] == str(work / "student.teacher_scores.pt")
+    assert not list(work.glob("student.teacher_scores.*.pt"))  # the shares, merged, are gone
     res = evaluate(cfg, built, data, tmp_path)
 
     student, teacher = res["models"]["student"], res["models"]["teacher"]
