@@ -43,7 +43,10 @@ class TrainConfig:
     adam_eps: float = 1e-6
     adam_betas: tuple[float, float] = (0.9, 0.98)
     max_grad_norm: float = 5.0
-    amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
+    # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16 | bf16-native (bf16 where the device
+    # computes it natively: CUDA with bf16, a CPU with AVX512-BF16 or AMX; elsewhere off, as emulated
+    # bf16 is slower than fp32)
+    amp: str = "auto"
     device: str = "auto"
     threads: int | None = None
     log_every: int = 10
@@ -176,6 +179,10 @@ class Trainer:
 
     def _amp_dtype(self) -> torch.dtype | None:
         amp = self.cfg.amp
+        if amp not in ("auto", "off", "bf16", "fp16", "bf16-native"):
+            raise ValueError(f"amp={amp!r}: want auto, off, bf16, fp16 or bf16-native")
+        if amp == "bf16-native":
+            return torch.bfloat16 if native_bf16(self.device) else None
         if amp == "off" or (amp == "auto" and self.device.type != "cuda"):
             return None
         if amp == "fp16":
@@ -342,6 +349,16 @@ class Trainer:
             dist.barrier()
         log.info("done at step %d", self.state.step)
         return final
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 matrix products in hardware."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":  # torch's own probes of the instruction set (private, hence looked up)
+        return any(getattr(torch.cpu, p, lambda: False)() for p in ("_is_avx512_bf16_supported",
+                                                                     "_is_amx_tile_supported"))
+    return False
 
 
 def weights_digest(module: nn.Module) -> str:

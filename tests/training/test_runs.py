@@ -428,3 +428,17 @@ def test_a_teacher_pass_split_in_shares_is_the_whole_pass_bitwise_and_trains_the
         distill_task.run_distill_task(dataclasses.replace(cfg, teacher_scores=str(merged), max_length=24))
     with pytest.raises(ValueError, match="rows computed by no share"):
         distill_task.merge_teacher_scores(parts[:1] * 2, tmp_path / "bad.pt")
+
+
+def test_bf16_native_autocasts_where_the_cpu_flags_list_bf16_and_an_unknown_amp_is_refused(assets, tmp_path):
+    """make models' embedder trains with amp=bf16-native: bf16 where the CPU computes it in hardware (its
+    /proc/cpuinfo flags list AVX512-BF16 or AMX-BF16), fp32 elsewhere, where emulated bf16 would be slower."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    out = tmp_path / "run"
+    run_distill(load_config(DistillConfig, None, _distill_args(assets, out, **{
+        "train.max_steps": 2, "train.amp": "bf16-native", "alpha_ce": 0, "alpha_mlm": 0, "alpha_pooled_cos": 1})))
+    assert f"amp {'torch.bfloat16' if native else 'None'}," in (out / "train.log").read_text()
+    with pytest.raises(ValueError, match="amp='bf17'"):
+        run_distill(load_config(DistillConfig, None, _distill_args(assets, tmp_path / "bad", **{"train.amp": "bf17"})))
