@@ -304,6 +304,14 @@ def train_student(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, 
                                                teacher_scores=str(teacher_scores) if teacher_scores else None))
 
 
+def train_then_measure(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, dev: Mapping[str, Rows]
+                       ) -> tuple[Path, dict]:
+    """The label-only baseline (no soft targets, no unlabeled text, no representation loss toward the
+    teacher), then its ``accuracy_by_domain`` on ``dev``, in one worker."""
+    path = train_student(cfg, files, work, teacher, baseline_of(cfg.recipe), "baseline")
+    return path, accuracy_by_domain(path, dev, cfg.student.max_length)
+
+
 def student_config(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, recipe: Recipe, name: str,
                    seed: int | None = None, start: Path | None = None) -> TaskDistillConfig:
     """The task-distillation command for ``recipe`` (``start``: its generally distilled student)."""
@@ -394,11 +402,17 @@ def with_retention(student: dict[str, dict], teacher: dict[str, dict]) -> dict[s
     return res
 
 
-def select(candidates: dict[str, Path], teacher: Path, dev: Mapping[str, Rows], max_length: int
-           ) -> tuple[str, dict[str, dict[str, float]]]:
-    """The candidate with the best dev score (in-domain dev and out-of-domain dev halves only)."""
-    t = accuracy_by_domain(teacher, dev, max_length)
-    scores = {name: with_retention(accuracy_by_domain(p, dev, max_length), t) for name, p in candidates.items()}
+def select(candidates: dict[str, Path], teacher: Path, dev: Mapping[str, Rows], max_length: int,
+           measured: Mapping[Path, dict] | None = None) -> tuple[str, dict[str, dict[str, float]]]:
+    """The candidate with the best dev score (in-domain dev and out-of-domain dev halves only).
+    ``measured``: ``accuracy_by_domain`` on ``dev`` already taken, by model folder."""
+    measured = measured or {}
+
+    def on_dev(p: Path) -> dict:
+        return measured[p] if p in measured else accuracy_by_domain(p, dev, max_length)
+
+    t = on_dev(teacher)
+    scores = {name: with_retention(on_dev(p), t) for name, p in candidates.items()}
     return max(scores, key=lambda n: scores[n]["score"]), scores
 
 
@@ -485,7 +499,6 @@ def build(cfg: PipelineConfig, data: Data, work: Path, step) -> Built:
     between the teacher and the default student they share its teacher pass (``prescore``)."""
     jobs = {"default": (cfg.recipe, "student"),
             **{n: (r, f"student_{n}") for n, r in cfg.candidates.items()},
-            # Labels alone: no soft targets, no unlabeled text, no representation loss toward the teacher.
             "baseline": (baseline_of(cfg.recipe), "baseline")}
     if cfg.workers > 1:
         spawn = multiprocessing.get_context("spawn")
@@ -497,16 +510,24 @@ def build(cfg: PipelineConfig, data: Data, work: Path, step) -> Built:
             scores = prescore(pool, cfg, data.files, work, teacher, cfg.recipe, "student", cfg.workers - 1)
             futures = {k: pool.submit(train_student, cfg, data.files, work, teacher, r, n,
                                       teacher_scores=scores if k == "default" else None)
-                       for k, (r, n) in jobs.items()}
+                       for k, (r, n) in jobs.items() if k != "baseline"}
+            # The baseline and the teacher are measured on dev (select's) by the worker the baseline frees
+            # while the default student, the longest job, still trains.
+            baseline = pool.submit(train_then_measure, cfg, data.files, work, teacher, data.dev)
+            teacher_dev = pool.submit(accuracy_by_domain, teacher, data.dev, cfg.student.max_length)
             paths = {k: f.result() for k, f in futures.items()} | {"embedder": embedder.result()}
+            paths["baseline"], baseline_dev = baseline.result()
+            measured = {teacher: teacher_dev.result(), paths["baseline"]: baseline_dev}
     else:
         teacher = train_teacher(cfg, data.files, work)
         step("teacher")
         paths = {k: train_student(cfg, data.files, work, teacher, r, n) for k, (r, n) in jobs.items()}
         paths["embedder"] = train_embedder(cfg, data.files, work)
+        measured = {}
     step("students_baseline_embedder")
     candidates = {k: paths[k] for k in ("default", *cfg.candidates)}
-    choice, dev = select(candidates | {"baseline": paths["baseline"]}, teacher, data.dev, cfg.student.max_length)
+    choice, dev = select(candidates | {"baseline": paths["baseline"]}, teacher, data.dev, cfg.student.max_length,
+                         measured)
     if choice == "baseline":  # the baseline is measured on dev too, but is never the student
         choice = max(candidates, key=lambda n: dev[n]["score"])
     log.info("dev scores %s: chose %s", {k: round(v["score"], 4) for k, v in dev.items()}, choice)

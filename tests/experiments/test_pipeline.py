@@ -62,6 +62,12 @@ def test_quick_pipeline_selects_on_dev_only_and_reports_every_domain(tmp_path):
     trained = json.loads((built.baseline / "training_config.json").read_text())
     assert trained["alpha"] == 0 and trained["alpha_embed"] == 0 and trained["embed_reference"] is None
     assert trained["unlabeled_file"] is None
+    # The baseline's and the teacher's dev scores, taken in a worker while the student trained, are the ones
+    # select would take itself.
+    n = cfg.student.max_length
+    own = pipeline.with_retention(pipeline.accuracy_by_domain(built.baseline, data.dev, n),
+                                  pipeline.accuracy_by_domain(built.teacher, data.dev, n))
+    assert built.dev["baseline"] == pytest.approx(own)
     # The default student trained on its teacher pass made in two shares (prescore), not on its own.
     student_run = json.loads((work / "student" / "final" / "training_config.json").read_text())
     assert student_run["teacher_scores"] == str(work / "student.teacher_scores.pt")
