@@ -87,7 +87,8 @@ format: install
 # it; writes artifacts/results.json and artifacts/serve.json (budgeted at 30 minutes on a 2-core CPU; the
 # measured time is in the README, written from results.json).
 # Single-threaded processes: the embedder, which needs no teacher, starts beside it at a lower priority and
-# fills what the teacher, then the student and the baseline (two workers), leave of the 2 cores.
+# fills what the teacher, then the student and the baseline (two workers), leave of the 2 cores; the two
+# workers share the student's teacher pass between them.
 models: install assets
 	$(PY) -m experiments.pipeline --out $(ARTIFACTS) --workers 3 --threads 1
 	$(PY) -m experiments.variants --artifacts $(ARTIFACTS) --readme README.md --json bench/results/variants/variants.json

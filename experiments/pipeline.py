@@ -335,7 +335,7 @@ def prescore(pool: ProcessPoolExecutor, cfg: PipelineConfig, files: Files, work:
     workers meet there, so it ends sooner. The rows are the ones the student's own pass would make,
     bitwise (each batch is computed whole, on as many threads). None where there is nothing to split:
     a finished run, a pass with per-token states, or none at all."""
-    if recipe.general_distillation:
+    if recipe.general_distillation or shares < 2:
         return None
     scfg = student_config(cfg, files, work, teacher, recipe, name)
     if teacher_pass(scfg) is None or scfg.alpha_hidden > 0 or _finished(scfg):
@@ -517,6 +517,8 @@ def build(cfg: PipelineConfig, data: Data, work: Path, step) -> Built:
             teacher_dev = pool.submit(accuracy_by_domain, teacher, data.dev, cfg.student.max_length)
             paths = {k: f.result() for k, f in futures.items()} | {"embedder": embedder.result()}
             paths["baseline"], baseline_dev = baseline.result()
+            if scores:
+                scores.unlink()  # the student's run is exported; a rerun reuses it without these rows
             measured = {teacher: teacher_dev.result(), paths["baseline"]: baseline_dev}
     else:
         teacher = train_teacher(cfg, data.files, work)

@@ -209,7 +209,8 @@ def score(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length: int,
           batch_size: int = 64, share: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """fn's rows for every sequence, in input order, on the CPU (batches sorted by length for speed).
     With the default fn: a classifier's logits (N, labels). With ``share`` (k, n), only that share of
-    the batches is computed and the other rows are NaN: ``merge_shares`` joins the n parts."""
+    the batches is computed and the other rows are NaN (no column at all if the share got no batch):
+    ``merge_shares`` joins the n parts."""
     m.eval()
     rows: list[torch.Tensor | None] = [None] * len(seqs)
     for idx, ids, mask in _length_sorted_batches(m, seqs, pad_id, max_length, batch_size, share):
@@ -225,10 +226,15 @@ def score(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length: int,
 
 def merge_shares(parts: list[torch.Tensor]) -> torch.Tensor:
     """The whole pass from the n shares of ``score(..., share=(k, n))``: each row from the one part
-    that computed it."""
-    done = [~p.isnan().all(dim=1) for p in parts]
+    that computed it. A share left without a batch (more shares than batches) computed nothing."""
+    if len({len(p) for p in parts}) != 1:
+        raise ValueError(f"shares of different passes: {[len(p) for p in parts]} rows")
+    parts = [p for p in parts if p.dim() == 2 and p.shape[1] > 0]
+    if not parts:
+        return torch.empty(0)
     if any(p.shape != parts[0].shape for p in parts):
         raise ValueError(f"shares of different passes: shapes {[tuple(p.shape) for p in parts]}")
+    done = [~p.isnan().all(dim=1) for p in parts]  # a real row is never all NaN: a non-finite pass fails here
     count = torch.stack(done).sum(0)
     if not (count == 1).all():
         raise ValueError(f"{int((count == 0).sum())} rows computed by no share, {int((count > 1).sum())} by several")

@@ -55,6 +55,13 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
 
+    def __post_init__(self) -> None:  # before any data is read or scored
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp={self.amp!r}: want one of {', '.join(AMP_MODES)}")
+
+
+AMP_MODES = ("auto", "off", "bf16", "fp16", "bf16-native")
+
 
 @dataclass
 class Batch:
@@ -179,8 +186,6 @@ class Trainer:
 
     def _amp_dtype(self) -> torch.dtype | None:
         amp = self.cfg.amp
-        if amp not in ("auto", "off", "bf16", "fp16", "bf16-native"):
-            raise ValueError(f"amp={amp!r}: want auto, off, bf16, fp16 or bf16-native")
         if amp == "bf16-native":
             return torch.bfloat16 if native_bf16(self.device) else None
         if amp == "off" or (amp == "auto" and self.device.type != "cuda"):
@@ -354,7 +359,7 @@ class Trainer:
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 matrix products in hardware."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":  # torch's own probes of the instruction set (private, hence looked up)
         return any(getattr(torch.cpu, p, lambda: False)() for p in ("_is_avx512_bf16_supported",
                                                                      "_is_amx_tile_supported"))

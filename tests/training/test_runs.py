@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import model
 from tests.fixtures import WORDS, write_tiny
@@ -391,7 +391,9 @@ def test_a_teacher_pass_split_in_shares_is_the_whole_pass_bitwise_and_trains_the
     """make models splits the student's teacher pass across two processes (experiments.pipeline.prescore):
     the merged shares must be the rows of the pass made in one piece, bit for bit, so the student trained
     on them is the same; a file made for another teacher, other texts or another length is refused."""
-    from training.common import score
+    import shutil
+
+    from training.common import merge_shares, score
     from training.config import TaskDistillConfig, TrainConfig
 
     unlabeled = tmp_path / "unlabeled.txt"
@@ -424,10 +426,21 @@ def test_a_teacher_pass_split_in_shares_is_the_whole_pass_bitwise_and_trains_the
     a, b = (load_file(str(tmp_path / n / "final" / "model.safetensors")) for n in ("whole", "split"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-    with pytest.raises(ValueError, match="another teacher, on other texts"):
-        distill_task.run_distill_task(dataclasses.replace(cfg, teacher_scores=str(merged), max_length=24))
+    fewer = tmp_path / "fewer.txt"
+    fewer.write_text("\n".join(unlabeled.read_text().splitlines()[:69]) + "\n")
+    shutil.copytree(teacher, tmp_path / "other")  # the same teacher but for one weight
+    weights = load_file(str(teacher / "model.safetensors"))
+    first = sorted(weights)[0]
+    weights[first] = weights[first] + 1e-3
+    save_file(weights, str(tmp_path / "other" / "model.safetensors"))
+    for other in ({"max_length": 24}, {"unlabeled_file": str(fewer)}, {"teacher": str(tmp_path / "other")}):
+        with pytest.raises(ValueError, match="another teacher, on other texts"):
+            distill_task.run_distill_task(dataclasses.replace(cfg, teacher_scores=str(merged), **other))
     with pytest.raises(ValueError, match="rows computed by no share"):
         distill_task.merge_teacher_scores(parts[:1] * 2, tmp_path / "bad.pt")
+    # More shares than batches: the shares left without a batch computed nothing.
+    many = [score(t, seqs, tok.pad_id, 32, distill_task.logits_and_pooled_of, share=(k, 8)) for k in range(8)]
+    assert sum(m.shape[1] == 0 for m in many) == 3 and torch.equal(merge_shares(many), whole)
 
 
 def test_bf16_native_autocasts_where_the_cpu_flags_list_bf16_and_an_unknown_amp_is_refused(assets, tmp_path):
@@ -435,7 +448,7 @@ def test_bf16_native_autocasts_where_the_cpu_flags_list_bf16_and_an_unknown_amp_
     /proc/cpuinfo flags list AVX512-BF16 or AMX-BF16), fp32 elsewhere, where emulated bf16 would be slower."""
     cpuinfo = Path("/proc/cpuinfo")
     flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
-    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    native = bool(flags & {"avx512_bf16", "amx_tile"})  # what torch's probes (native_bf16) look for
     out = tmp_path / "run"
     run_distill(load_config(DistillConfig, None, _distill_args(assets, out, **{
         "train.max_steps": 2, "train.amp": "bf16-native", "alpha_ce": 0, "alpha_mlm": 0, "alpha_pooled_cos": 1})))
