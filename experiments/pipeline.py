@@ -249,16 +249,12 @@ def _run_once(command, cfg) -> Path:
     run_dir = Path(cfg.train.out_dir)
     final = run_dir / "final"
     digests = _input_digests(cfg)
-
-    def same_data(record: Path) -> bool:
-        return record.is_file() and json.loads(record.read_text()) == digests
-
     if _finished(cfg, digests):
         log.info("reusing %s (same configuration, same data)", final)
         return final
     # What the checkpoint was trained on, written before the run so a stopped one resumes; the export's
     # own record, after it, so a stopped run never vouches for an older export.
-    if not same_data(run_dir / _INPUTS_RECORD) and (run_dir / "checkpoint.pt").is_file():
+    if not _same_data(run_dir / _INPUTS_RECORD, digests) and (run_dir / "checkpoint.pt").is_file():
         log.info("%s: the data changed since its checkpoint, training from scratch", run_dir)
         (run_dir / "checkpoint.pt").unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -273,11 +269,15 @@ def _run_once(command, cfg) -> Path:
 def _finished(cfg, digests: dict[str, str] | None = None) -> bool:
     """Whether cfg's output folder holds a finished run of the same configuration on the same data."""
     final = Path(cfg.train.out_dir) / "final"
-    saved, record = final / "training_config.json", final / _INPUTS_RECORD
+    saved = final / "training_config.json"
     want = json.loads(json.dumps(to_dict(cfg), default=str))
     digests = _input_digests(cfg) if digests is None else digests
-    return (saved.is_file() and record.is_file() and json.loads(record.read_text()) == digests
+    return (saved.is_file() and _same_data(final / _INPUTS_RECORD, digests)
             and _comparable(json.loads(saved.read_text())) == _comparable(want))
+
+
+def _same_data(record: Path, digests: dict[str, str]) -> bool:
+    return record.is_file() and json.loads(record.read_text()) == digests
 
 
 def train_teacher(cfg: PipelineConfig, files: Files, work: Path, name: str = "teacher",
@@ -338,7 +338,7 @@ def prescore(pool: ProcessPoolExecutor, cfg: PipelineConfig, files: Files, work:
     if recipe.general_distillation or shares < 2:
         return None
     scfg = student_config(cfg, files, work, teacher, recipe, name)
-    if teacher_pass(scfg) is None or scfg.alpha_hidden > 0 or _finished(scfg):
+    if teacher_pass(scfg) is None or _finished(scfg):
         return None
     parts = [pool.submit(score_teacher, scfg, (k, shares), work / f"{name}.teacher_scores.{k}.pt")
              for k in range(shares)]

@@ -101,9 +101,11 @@ def _toward_teacher(cfg: TaskDistillConfig) -> bool:
 
 
 def teacher_pass(cfg: TaskDistillConfig) -> Callable | None:
-    """What one teacher forward per text yields for the losses without per-token states: its logits,
-    with its pooled embeddings beside them when the representation loss is toward the teacher; None
-    when nothing needs it (labels alone, no unlabeled text)."""
+    """What one teacher forward per text yields: its logits, with its pooled embeddings beside them when
+    the representation loss is toward the teacher. None when that is not a row per text: nothing needs it
+    (labels alone, no unlabeled text), or the hidden-state loss needs per-token states (``teacher_targets``)."""
+    if cfg.alpha_hidden > 0:
+        return None
     if cfg.alpha_embed > 0 and _toward_teacher(cfg):
         return logits_and_pooled_of
     if cfg.alpha == 0 and not cfg.unlabeled_file:
@@ -120,7 +122,7 @@ def score_teacher(cfg: TaskDistillConfig, share: tuple[int, int], out: str | Pat
     tok = model.Tokenizer.from_dir(cfg.teacher)
     seqs, _ = teacher_inputs(cfg, tok, teacher.config.id2label)
     fn = teacher_pass(cfg)
-    if fn is None or cfg.alpha_hidden > 0:
+    if fn is None:
         raise ValueError("this configuration's teacher pass is not a score pass (labels alone, or per-token states)")
     rows = score(teacher, seqs, tok.pad_id, cfg.max_length, fn, share=share)
     torch.save({"rows": rows, "fingerprint": _fingerprint(teacher, seqs, cfg, fn)}, out)
