@@ -95,7 +95,7 @@ def test_probes_and_scrape_path_are_real_routes(folder):
         assert ("GET", get["path"]) in routes, (kind, get["path"])
         assert get["port"] in ports, (kind, get["port"])
     assert probes["readinessProbe"]["path"] == "/ready" and probes["livenessProbe"]["path"] == "/health"
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     assert int(env["DISTIL_PORT"]) == ports["http"]
     # The Service and the ServiceMonitor reach the pods through that named port.
     service, monitor = one(docs, "Service"), one(docs, "ServiceMonitor")
@@ -112,7 +112,8 @@ def test_environment_is_real_settings_and_termination_outlasts_the_drain(folder,
     docs = render(folder)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     c = api_container(docs)
-    env = {e["name"]: e["value"] for e in c["env"]}
+    # A value from a Secret (the API key) stands in as a placeholder: the pod's other values are what is checked.
+    env = {e["name"]: e.get("value", "from-a-secret") for e in c["env"]}
     for name in env:
         assert name.startswith("DISTIL_") and name[7:].lower() in Settings.model_fields, name
         monkeypatch.setenv(name, env[name])
@@ -128,6 +129,60 @@ def test_environment_is_real_settings_and_termination_outlasts_the_drain(folder,
     assert mounts["/models"]["readOnly"] is True and "/tmp" in mounts
     for spec in settings.models:
         assert spec.path.parent == Path("/models"), spec.path
+
+
+@pytest.mark.parametrize("folder", SERVICE_OVERLAYS, ids=lambda p: p.name)
+def test_api_key_comes_from_a_secret_the_manifests_do_not_ship(folder):
+    docs = render(folder)
+    (key,) = [e for e in api_container(docs)["env"] if e["name"] == "DISTIL_API_KEY"]
+    assert "value" not in key, "an API key written into the manifest"
+    ref = key["valueFrom"]["secretKeyRef"]
+    assert ref["name"] and ref["key"] and not ref.get("optional", False)  # no Secret, no pod: never keyless
+    assert not [d for d in docs if d["kind"] == "Secret"], "a key committed with the manifests"
+    readme = (ROOT / "README.md").read_text()
+    assert f"kubectl create secret generic {ref['name']} --from-literal={ref['key']}=" in readme
+
+
+def admits(rule: dict, port: str | int) -> bool:
+    """A NetworkPolicy ingress rule admits this (named) port: it lists it, or lists none."""
+    return "ports" not in rule or any(p.get("port") == port for p in rule["ports"])
+
+
+@pytest.mark.parametrize("folder", SERVICE_OVERLAYS, ids=lambda p: p.name)
+def test_network_policy_admits_only_the_gateway_and_prometheus(folder):
+    docs = render(folder)
+    policy, deployment = one(docs, "NetworkPolicy"), one(docs, "Deployment")
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == deployment["spec"]["template"]["metadata"]["labels"]
+    assert "Ingress" in spec["policyTypes"]
+    rules = spec["ingress"]
+    for rule in rules:  # every peer named by namespace and pod labels: no empty selector, no address block
+        for peer in rule["from"]:
+            assert set(peer) == {"namespaceSelector", "podSelector"}, peer
+            assert peer["namespaceSelector"]["matchLabels"] and peer["podSelector"]["matchLabels"], peer
+    apps = [{p["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for p in r["from"]} for r in rules]
+    assert apps == [{"ingress-nginx"}, {"prometheus"}], apps
+    gateway, prometheus = rules
+    container_ports = {p["name"] for p in api_container(docs)["ports"]}
+    assert gateway["ports"] and {p["port"] for p in gateway["ports"]} <= container_ports
+    # Prometheus reaches every port the ServiceMonitor scrapes (through the Service's target ports).
+    service, monitor = one(docs, "Service"), one(docs, "ServiceMonitor")
+    targets = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+    for ep in monitor["spec"]["endpoints"]:
+        assert admits(prometheus, targets[ep["port"]]), ep
+
+
+def test_distillation_job_runs_as_locked_down_as_the_service():
+    deployment = one(render(K8S / "base"), "Deployment")["spec"]["template"]["spec"]
+    job = one(render(K8S / "distill"), "Job")["spec"]["template"]["spec"]
+    assert job["securityContext"] == deployment["securityContext"]
+    assert job["automountServiceAccountToken"] is False
+    (c,) = job["containers"]
+    assert c["securityContext"] == api_container([one(render(K8S / "base"), "Deployment")])["securityContext"]
+    # The root filesystem is read-only: temp files go to a volume.
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in job["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
 
 
 def test_gpu_overlay_asks_for_one_gpu_and_cpu_overlay_for_none():
