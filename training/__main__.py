@@ -1,6 +1,7 @@
 """Command line: ``python -m training <command> [--config FILE] [key=value ...]``.
 
-Commands: distill (general distillation, triple loss), finetune, distill-task, evaluate.
+Commands: distill (general distillation, triple loss), finetune, distill-task, evaluate, and compress
+(your teacher and data in, a distilled student, its report and a serve.json out: training/compress.py).
 Under ``torchrun --nproc_per_node=N`` the same commands train with DDP.
 """
 
@@ -10,7 +11,8 @@ import argparse
 import logging
 import sys
 
-from .config import DistillConfig, EvaluateConfig, FinetuneConfig, TaskDistillConfig, load_config
+from .compress import run_compress
+from .config import CompressConfig, DistillConfig, EvaluateConfig, FinetuneConfig, TaskDistillConfig, load_config
 from .distill import run_distill
 from .distill_task import run_distill_task
 from .evaluate import run_evaluate
@@ -21,6 +23,7 @@ COMMANDS = {
     "finetune": (FinetuneConfig, run_finetune),
     "distill-task": (TaskDistillConfig, run_distill_task),
     "evaluate": (EvaluateConfig, run_evaluate),
+    "compress": (CompressConfig, run_compress),
 }
 
 

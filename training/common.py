@@ -124,8 +124,11 @@ class SequenceData:
 
     def __init__(self, seqs: list[list[int]], labels: list[int] | None, pad_id: int, max_length: int,
                  batch_size: int, seed: int, per_sequence: dict[str, torch.Tensor] | None = None,
-                 per_token: dict[str, TokenStates] | None = None) -> None:
+                 per_token: dict[str, TokenStates] | None = None,
+                 token_types: list[list[int]] | None = None) -> None:
         self.seqs, self.labels = [s[:max_length] for s in seqs], labels
+        # Segment ids of sentence pairs (a BERT-family model's token_type_ids), one per token; None: one segment.
+        self.token_types = [t[:max_length] for t in token_types] if token_types is not None else None
         self.pad_id, self.max_length, self.batch_size, self.seed = pad_id, max_length, batch_size, seed
         self.per_sequence = per_sequence or {}
         self.per_token = per_token or {}
@@ -140,6 +143,8 @@ class SequenceData:
     def make_batch(self, idx: list[int]) -> Batch:
         ids, mask = collate([self.seqs[i] for i in idx], self.pad_id, self.max_length)
         t = {"input_ids": ids, "attention_mask": mask}
+        if self.token_types is not None:
+            t["token_type_ids"], _ = collate([self.token_types[i] for i in idx], 0, self.max_length)
         if self.labels is not None:
             t["labels"] = torch.tensor([self.labels[i] for i in idx], dtype=torch.long)
         for name, rows in self.per_sequence.items():
@@ -149,17 +154,20 @@ class SequenceData:
         return Batch(t, tokens=int(mask.sum()))
 
 
-def logits_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return m(ids, mask)
+def logits_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    return m.logits(m.encoder(ids, mask, types)) if types is not None else m(ids, mask)
 
 
-def pooled_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return mean_pool(m.encoder(ids, mask), mask)
+def pooled_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    return mean_pool(m.encoder(ids, mask, types), mask)
 
 
-def logits_and_pooled_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def logits_and_pooled_of(m: nn.Module, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None
+                         ) -> torch.Tensor:
     """A classifier's logits and mean-pooled last layer from one forward, side by side: (B, labels + C)."""
-    return _logits_and_pooled(m, m.encoder(ids, mask), mask)
+    return _logits_and_pooled(m, m.encoder(ids, mask, types), mask)
 
 
 def _logits_and_pooled(m: nn.Module, last: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -167,8 +175,9 @@ def _logits_and_pooled(m: nn.Module, last: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def _length_sorted_batches(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length: int, batch_size: int,
-                           share: tuple[int, int] = (0, 1)):
-    """(indices into seqs, ids, mask) on ``m``'s device, in batches of similar length (less padding).
+                           share: tuple[int, int] = (0, 1), token_types: list[list[int]] | None = None):
+    """(indices into seqs, ids, mask) on ``m``'s device, in batches of similar length (less padding);
+    with ``token_types``, (indices, ids, mask, token type ids).
     ``share`` (k, n): the k-th of n contiguous runs of those batches; each batch is the one the whole
     pass makes, so shares computed apart give the whole pass's rows bitwise."""
     device = next(m.parameters()).device
@@ -180,7 +189,11 @@ def _length_sorted_batches(m: nn.Module, seqs: list[list[int]], pad_id: int, max
     for i in starts[k * len(starts) // n:(k + 1) * len(starts) // n]:
         idx = order[i:i + batch_size]
         ids, mask = collate([seqs[j] for j in idx], pad_id, max_length)
-        yield idx, ids.to(device), mask.to(device)
+        if token_types is None:
+            yield idx, ids.to(device), mask.to(device)
+        else:
+            types, _ = collate([token_types[j] for j in idx], 0, max_length)
+            yield idx, ids.to(device), mask.to(device), types.to(device)
 
 
 @torch.no_grad()
@@ -206,15 +219,18 @@ def teacher_targets(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length
 @torch.no_grad()
 def score(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length: int,
           fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = logits_of,
-          batch_size: int = 64, share: tuple[int, int] = (0, 1)) -> torch.Tensor:
+          batch_size: int = 64, share: tuple[int, int] = (0, 1),
+          token_types: list[list[int]] | None = None) -> torch.Tensor:
     """fn's rows for every sequence, in input order, on the CPU (batches sorted by length for speed).
     With the default fn: a classifier's logits (N, labels). With ``share`` (k, n), only that share of
     the batches is computed and the other rows are NaN (no column at all if the share got no batch):
-    ``merge_shares`` joins the n parts."""
+    ``merge_shares`` joins the n parts. ``token_types``: each sequence's segment ids (sentence pairs),
+    passed to fn as a fourth argument."""
     m.eval()
     rows: list[torch.Tensor | None] = [None] * len(seqs)
-    for idx, ids, mask in _length_sorted_batches(m, seqs, pad_id, max_length, batch_size, share):
-        out = fn(m, ids, mask).float().cpu()
+    for idx, ids, mask, *types in _length_sorted_batches(m, seqs, pad_id, max_length, batch_size, share,
+                                                         token_types):
+        out = (fn(m, ids, mask, *types) if types else fn(m, ids, mask)).float().cpu()
         for j, r in zip(idx, out, strict=True):
             rows[j] = r
     if share != (0, 1):
@@ -264,10 +280,10 @@ class ClassifierOutputs(nn.Module):
         super().__init__()
         self.clf, self.layers = clf, layers
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
         if not self.layers:
-            last = self.clf.encoder(input_ids, attention_mask)
+            last = self.clf.encoder(input_ids, attention_mask, token_type_ids)
             return self.clf.logits(last), last, None
-        hidden = self.clf.encoder.hidden_states(input_ids, attention_mask)
+        hidden = self.clf.encoder.hidden_states(input_ids, attention_mask, token_type_ids)
         last = hidden[-1]
         return self.clf.logits(last), last, torch.stack([hidden[k + 1] for k in self.layers], dim=2)

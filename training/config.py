@@ -105,6 +105,48 @@ class TaskDistillConfig:
 
 
 @dataclass
+class CompressConfig:
+    """``compress``: a student classifier distilled from a teacher on your data, in one command, with the
+    recipe ``make models`` keeps 97% of its teacher with (``experiments.pipeline.Recipe``), not the
+    library's plain defaults. ``training/compress.py`` says where each default comes from."""
+
+    teacher: str = ""  # a fine-tuned sequence classifier, Hugging Face format (BERT or DistilBERT family)
+    base: str = ""  # or an encoder without a head: fine-tuned on train_file into out_dir/teacher first
+    train_file: str = ""  # .csv, .tsv or .jsonl
+    dev_file: str | None = None  # None: the rows of train_file with sha1(text) mod 10 == 0
+    test_file: str | None = None
+    unlabeled_file: str | None = None  # extra text the teacher scores (.txt, or a table with text_column)
+    out_dir: str = ""
+    text_column: str = "text"
+    text_pair_column: str | None = None  # sentence-pair tasks: the second text
+    label_column: str = "label"
+    max_length: int = 128
+    student_layers: int | None = None  # None: half the teacher's, initialised from one teacher layer in two
+    # The recipe (Recipe's defaults): soft targets alone, perturbed copies of half the training texts and
+    # any unlabeled text scored by the teacher, pooled cosine toward the teacher's sentence representation.
+    alpha: float = 1.0
+    temperature: float = 2.0
+    perturbed: float = 0.5  # perturbed copies per training text (training.augment)
+    alpha_embed: float = 1.0
+    max_unlabeled: int | None = None
+    # The budget (make models' student: 3 epochs at lr 1e-4, batch 32, warm-up 6%; its teacher: 2 epochs).
+    epochs: int = 3
+    lr: float = 1e-4
+    batch_size: int = 32
+    warmup_fraction: float = 0.06
+    teacher_epochs: int = 2
+    teacher_lr: float = 1e-4
+    max_steps: int | None = None  # a cap on each training stage's optimizer steps (a quick try)
+    budget_minutes: float | None = None  # scale the steps and extra text to fit (a short probe measures speed)
+    baseline: bool = False  # also train the labels-only student (same size, initialisation and epochs)
+    seed: int = 42
+    device: str = "auto"
+    threads: int | None = None
+    n_latency: int = 100  # dev texts timed at batch 1 on the CPU
+    progress: bool = True
+
+
+@dataclass
 class EvaluateConfig:
     model: str = ""
     data_file: str = ""

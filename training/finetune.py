@@ -39,12 +39,14 @@ def labeled_ids(tok: model.Tokenizer, path: str, cfg, id2label=None) -> tuple[La
 def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, tok: model.Tokenizer,
                      seqs: list[list[int]], labels: list[int], teacher_logits: torch.Tensor | None,
                      pooling_from: str | None, dev_eval=None, reference_pooled: torch.Tensor | None = None,
-                     teacher_states: TokenStates | None = None) -> dict[str, float]:
+                     teacher_states: TokenStates | None = None,
+                     token_types: list[list[int]] | None = None) -> dict[str, float]:
     """Train ``clf`` on (seqs, labels): CE alone, or with the teacher's cached logits the task-distillation
     objective. The frozen teacher and embedding reference are run once, before training, over every
     sequence (``reference_pooled``: already done); what they produced travels with each batch, so neither
     model is held during training. ``teacher_states``: the teacher's per-token outputs at the layers
-    ``clf``'s layers pair with, in order (one per student layer), for the hidden-state loss."""
+    ``clf``'s layers pair with, in order (one per student layer), for the hidden-state loss.
+    ``token_types``: each sequence's segment ids (sentence pairs), for a BERT-family ``clf``."""
     tr = cfg.train
     maybe_freeze_embeddings(clf, cfg.freeze_embeddings)
     per_sequence = {}
@@ -54,7 +56,8 @@ def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, to
         per_sequence["reference_pooled"] = reference_pooled
     elif (reference := embedding_reference(cfg.embed_reference, cfg.alpha_embed)) is not None:
         reference.to(pick_device(tr.device))
-        per_sequence["reference_pooled"] = score(reference, seqs, tok.pad_id, cfg.max_length, pooled_of)
+        per_sequence["reference_pooled"] = score(reference, seqs, tok.pad_id, cfg.max_length, pooled_of,
+                                                 token_types=token_types)
         del reference
     alpha, temperature = getattr(cfg, "alpha", 0.0), getattr(cfg, "temperature", 1.0)
     alpha_hidden = getattr(cfg, "alpha_hidden", 0.0)
@@ -62,12 +65,13 @@ def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, to
     if teacher_states is not None and alpha_hidden > 0:
         per_token["teacher_states"] = teacher_states
         layers = list(range(clf.config.num_layers))
-    data = SequenceData(seqs, labels, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed, per_sequence, per_token)
+    data = SequenceData(seqs, labels, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed, per_sequence, per_token,
+                        token_types)
 
     def loss_fn(m, batch, g):
         t = batch.tensors
         ids, mask = t["input_ids"], t["attention_mask"]
-        logits, last, states = m(ids, mask)
+        logits, last, states = m(ids, mask, t.get("token_type_ids"))
         return objective.task_distillation(logits, t.get("teacher_logits"), t["labels"], alpha, temperature,
                                            mean_pool(last, mask), t.get("reference_pooled"), cfg.alpha_embed,
                                            states, t.get("teacher_states"), mask, alpha_hidden)

@@ -61,8 +61,8 @@ def init_student(
     """
     t_enc = teacher.encoder
     t_cfg = teacher.config
-    if t_cfg.family != "bert":
-        raise ValueError(f"teacher must be a BERT-family model, got {t_cfg.family!r}")
+    if t_cfg.family not in ("bert", "distilbert"):
+        raise ValueError(f"teacher must be a BERT- or DistilBERT-family model, got {t_cfg.family!r}")
     cfg = student_config(t_cfg, num_layers, **config_overrides)
     layers = list(layers) if layers is not None else layer_map(t_cfg.num_layers, cfg.num_layers)
     if len(layers) != cfg.num_layers or not all(0 <= i < t_cfg.num_layers for i in layers):

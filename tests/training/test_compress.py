@@ -1,0 +1,309 @@
+"""``python -m training compress`` end to end on tiny checkpoints and tiny tables: binary, multi-class with
+names and ids, sentence pairs, base= (the teacher fine-tuned first), resume, every bad input refused
+before training, Hugging Face loading of the outputs, and serve.json served by a real ``python -m app``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+import model
+from tests.fixtures import WORDS, tiny_tokenizer, write_tiny
+from training.__main__ import main as train_main
+from training.augment import perturb, perturbed_copies
+from training.compress import run_compress
+from training.config import CompressConfig, load_config
+from training.tabular import dev_bucket
+
+ROOT = Path(__file__).resolve().parents[2]
+POS, NEG = ["great", "good", "loved", "fine"], ["bad", "terrible", "awful", "hated"]
+TOPICS = {"animals": ["cat", "kitten", "dog"], "markets": ["stocks", "market", "fell", "rose"],
+          "movies": ["movie", "film", "actor", "plot"]}
+FILLER = [w for w in WORDS if w not in POS + NEG + sum(TOPICS.values(), [])]
+QUICK = {"epochs": 1, "teacher_epochs": 1, "batch_size": 16, "max_length": 32, "n_latency": 5, "device": "cpu",
+         "progress": False, "threads": 1}
+
+
+def sentiment_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 10))] + [rng.choice(POS if label else NEG)]
+        rng.shuffle(words)
+        rows.append((" ".join(words), "positive" if label else "negative"))
+    return rows
+
+
+def write_tsv(path: Path, rows, header=("text", "label")) -> Path:
+    path.write_text("\t".join(header) + "\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return path
+
+
+def tiny_classifier(path: Path, labels: list[str], seed: int = 1, layers: int = 4) -> Path:
+    """A BERT classifier with these label names (tests.fixtures' tiny size), sharpened to be confident."""
+    torch.manual_seed(seed)
+    cfg = model.BertConfig(vocab_size=len(tiny_tokenizer().backend.get_vocab()), hidden_size=32, num_layers=layers,
+                           num_heads=4, intermediate_size=64, max_position_embeddings=64,
+                           id2label=dict(enumerate(labels)))
+    m = model.BertForSequenceClassification(cfg).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    model.save(m, path, tokenizer=tiny_tokenizer())
+    return path
+
+
+def compress(**options) -> dict:
+    return run_compress(load_config(CompressConfig, None, [f"{k}={v}" for k, v in {**QUICK, **options}.items()]))
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    """One binary run through the command line: teacher=, dev split cut off train_file, a test file, baseline."""
+    root = tmp_path_factory.mktemp("compress")
+    rows = sentiment_rows(200, 0)
+    write_tsv(root / "train.tsv", rows[:160])
+    write_tsv(root / "test.tsv", rows[160:])
+    write_tiny(root / "teacher", "bert", "classification", seed=1, layers=4, max_pos=64, sharpen=0.3)
+    out = root / "out"
+    args = {**QUICK, "teacher": root / "teacher", "train_file": root / "train.tsv", "test_file": root / "test.tsv",
+            "out_dir": out, "baseline": "true"}
+    train_main(["compress", *[f"{k}={v}" for k, v in args.items()]])
+    return root, out, rows[:160]
+
+
+def test_binary_end_to_end_report_and_outputs(binary):
+    root, out, train_rows = binary
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["splits"]) == {"dev", "test"} and set(report["models"]) == {"teacher", "student", "baseline"}
+    n_dev = sum(dev_bucket(t) for t, _ in train_rows)
+    assert report["data"]["rows"] == {"train": 160 - n_dev, "dev": n_dev, "test": 40}
+    for split in ("dev", "test"):
+        s = report["splits"][split]["student"]
+        assert {"accuracy", "macro_f1", "per_label", "teacher_agreement", "retention"} <= set(s)
+        assert set(s["per_label"]) <= {"negative", "positive"}
+        assert s["retention"] == pytest.approx(s["accuracy"] / report["splits"][split]["teacher"]["accuracy"])
+    models = report["models"]
+    assert models["student"]["layers"] == 2 and models["teacher"]["layers"] == 4  # half the teacher's
+    assert models["student"]["parameters"] < models["teacher"]["parameters"]
+    assert models["student"]["latency_ms_b1"] > 0 and models["student"]["speedup_b1"] > 0
+    assert report["recipe"]["alpha"] == 1.0 and report["recipe"]["perturbed"] == 0.5
+    assert report["recipe"]["alpha_embed"] == 1.0 and report["recipe"]["lr"] == 1e-4
+    assert report["data"]["extra_text"]["perturbed_copies"] == round(0.5 * (160 - n_dev))
+    assert report["wall_time_s"] > 0 and all(v["ran"] for v in report["stages"].values())
+    for name in ("report.md", "accuracy_latency.png", "compress.log", "student/README.md"):
+        assert (out / name).is_file(), name
+    md = (out / "report.md").read_text()
+    assert "| student |" in md and "retention" in md
+    log = (out / "compress.log").read_text()
+    assert "sha1(text) mod 10 == 0" in log and "student: 2 layers" in log
+    serve = json.loads((out / "serve.json").read_text())
+    roles = {m["name"]: (m["role"], m["task"]) for m in serve["models"]}
+    assert roles == {"student": ("student", "classify"), "teacher": ("teacher", "classify"),
+                     "baseline": ("other", "classify")}
+    assert not (out / "teacher").exists()  # teacher= is served from where it is
+    saved = json.loads((out / "student" / "training_config.json").read_text())
+    assert saved["alpha"] == 1.0 and saved["alpha_embed"] == 1.0 and saved["embed_reference"]
+
+
+def test_outputs_load_in_transformers_with_our_logits(binary):
+    import transformers
+
+    _, out, rows = binary
+    for name in ("student", "baseline"):
+        ours = model.load(out / name)
+        hf, info = transformers.AutoModelForSequenceClassification.from_pretrained(out / name,
+                                                                                   output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"]
+        assert hf.config.id2label == {0: "negative", 1: "positive"}
+        tok = transformers.AutoTokenizer.from_pretrained(out / name)
+        batch = tok([t for t, _ in rows[:4]], padding=True, return_tensors="pt")
+        with torch.no_grad():
+            theirs = hf.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            mine = ours(batch["input_ids"], batch["attention_mask"])
+        assert (theirs - mine).abs().max() < 1e-5
+
+
+def test_perturb_is_make_models_perturbation_byte_for_byte():
+    from experiments.datasets import perturb as experiments_perturb
+
+    texts = [t for t, _ in sentiment_rows(50, 3)] + ["a b", "one", "  spaced   out words here  "]
+    for seed in range(5):
+        a, b = random.Random(seed), random.Random(seed)
+        assert [perturb(t, a) for t in texts] == [experiments_perturb(t, b) for t in texts]
+    # make models' selection (experiments.pipeline.unlabeled_for): a seeded half, then one copy each
+    rng = random.Random(7)
+    picked = rng.sample(range(len(texts)), round(0.5 * len(texts)))
+    assert perturbed_copies(texts, 0.5, 7)[0] == [experiments_perturb(texts[i], rng) for i in picked]
+
+
+def test_multiclass_names_and_ids_with_a_budget(tmp_path):
+    rng = random.Random(1)
+    names = sorted(TOPICS)
+    rows = []
+    for i in range(150):
+        label = names[i % 3]
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))] + rng.sample(TOPICS[label], 2)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "topic": label})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:120]))
+    # the dev file gives labels as the teacher's integer ids
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps({"text": r["text"], "topic": names.index(r["topic"])})
+                                                + "\n" for r in rows[120:]))
+    teacher = tiny_classifier(tmp_path / "teacher", names)
+    report = compress(teacher=teacher, train_file=tmp_path / "train.jsonl", dev_file=tmp_path / "dev.jsonl",
+                      label_column="topic", out_dir=tmp_path / "out", budget_minutes=0.0005)
+    assert report["labels"] == {"0": "animals", "1": "markets", "2": "movies"}
+    assert model.load(tmp_path / "out" / "student").config.id2label == dict(enumerate(names))
+    assert report["splits"]["dev"]["teacher"]["n"] == 30
+    budget = report["budget"]
+    assert budget["scale"] < 1 and budget["steps"]["student"] >= 1 and budget["probe"]["s_per_step_student"] > 0
+    assert "budget 0.0005 min" in (tmp_path / "out" / "compress.log").read_text()
+
+
+def test_sentence_pairs_reach_the_teacher_with_token_types(tmp_path):
+    import transformers
+
+    rng = random.Random(2)
+    rows = []
+    for i in range(120):
+        same = i % 2
+        a = [rng.choice(FILLER) for _ in range(4)] + [rng.choice(POS)]
+        b = [rng.choice(FILLER) for _ in range(4)] + [rng.choice(POS if same else NEG)]
+        rows.append((" ".join(a), " ".join(b), "same" if same else "different"))
+    write_tsv(tmp_path / "train.tsv", rows[:100], ("premise", "hypothesis", "label"))
+    write_tsv(tmp_path / "dev.tsv", rows[100:], ("premise", "hypothesis", "label"))
+    teacher = tiny_classifier(tmp_path / "teacher", ["different", "same"])
+    with torch.no_grad():  # make the segment embedding matter: its rows far apart
+        m = model.load(teacher)
+        m.encoder.embeddings.token_type.weight[1] += 2.0
+        model.save(m, teacher, tokenizer=tiny_tokenizer())
+    report = compress(teacher=teacher, train_file=tmp_path / "train.tsv", dev_file=tmp_path / "dev.tsv",
+                      text_column="premise", text_pair_column="hypothesis", out_dir=tmp_path / "out")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(teacher).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(teacher)
+    dev = rows[100:]
+    batch = tok([a for a, _, _ in dev], [b for _, b, _ in dev], padding=True, return_tensors="pt")
+    assert batch["token_type_ids"].max() == 1
+    with torch.no_grad():
+        pred = hf(**batch).logits.argmax(-1).tolist()
+        no_types = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1).tolist()
+    gold = [hf.config.label2id[y] for _, _, y in dev]
+    accuracy = sum(p == g for p, g in zip(pred, gold, strict=True)) / len(gold)
+    assert pred != no_types  # the test can tell the two apart
+    assert report["splits"]["dev"]["teacher"]["accuracy"] == pytest.approx(accuracy)
+    assert report["data"]["sentence_pairs"] and any("sentence pairs" in w for w in report["warnings"])
+
+
+def test_base_fine_tunes_a_teacher_first(tmp_path):
+    rows = sentiment_rows(120, 4)
+    with (tmp_path / "train.csv").open("w", newline="") as f:  # a comma-separated file, quoted where needed
+        csv.writer(f).writerows([("text", "label"), *rows])
+    base = write_tiny(tmp_path / "base", "bert", "base", seed=1, layers=4, max_pos=64, pooling="mean")
+    report = compress(base=base, train_file=tmp_path / "train.csv", out_dir=tmp_path / "out", student_layers=1)
+    teacher = model.load(tmp_path / "out" / "teacher")
+    assert teacher.task == "classification" and teacher.config.id2label == {0: "negative", 1: "positive"}
+    assert report["fine_tuned_teacher"] and report["stages"]["teacher"]["ran"]
+    assert model.load(tmp_path / "out" / "student").config.num_layers == 1
+    assert (tmp_path / "out" / "work" / "teacher" / "train.log").is_file()
+    serve = json.loads((tmp_path / "out" / "serve.json").read_text())
+    assert {m["name"]: m["path"] for m in serve["models"]}["teacher"] == str((tmp_path / "out" / "teacher").resolve())
+
+
+def test_resume_skips_finished_stages_and_reruns_on_new_data(tmp_path):
+    rows = sentiment_rows(100, 5)
+    train = write_tsv(tmp_path / "train.tsv", rows)
+    teacher = write_tiny(tmp_path / "teacher", "bert", "classification", seed=1, layers=2, max_pos=64, sharpen=0.3)
+    args = {"teacher": teacher, "train_file": train, "out_dir": tmp_path / "out"}
+    first = compress(**args)
+    weights = tmp_path / "out" / "student" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = compress(**args)
+    assert not any(s["ran"] for s in again["stages"].values())
+    assert weights.stat().st_mtime_ns == stamp and again["splits"] == first["splits"]
+    assert "student: skipped" in (tmp_path / "out" / "compress.log").read_text()
+    write_tsv(train, rows + [("a new film that i loved", "positive")])  # same name, new content
+    third = compress(**args)
+    assert third["stages"]["student"]["ran"] and third["stages"]["evaluate"]["ran"]
+    assert weights.stat().st_mtime_ns != stamp
+
+
+BAD = {
+    "empty file": ({"train.tsv": "text\tlabel\n"}, {}, "has no rows"),
+    "missing column": ({"train.tsv": "sentence\tlabel\nthe cat\tpositive\n"}, {}, "has no column 'text'"),
+    "single label": ({"train.tsv": "text\tlabel\n" + "the cat\tpositive\nthe dog\tpositive\n"}, {},
+                     "1 distinct value"),
+    "dev labels the training data lacks": (
+        {"dev.tsv": "text\tlabel\nthe cat\tneutral\n"}, {"dev_file": "dev.tsv"}, r"\['neutral'\] never occur"),
+    "teacher without a classification head": ({}, {"teacher": "base"}, "has no classification head"),
+    "labels that disagree with the teacher": (
+        {"train.tsv": "text\tlabel\n" + "".join(f"the cat {i}\t{'yes' if i % 2 else 'no'}\n" for i in range(40))},
+        {}, r"\['no', 'yes'\] are not the teacher's"),
+    "texts all longer than max_length": ({}, {"max_length": 4}, "all .* texts are longer than max_length=4"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_refused_before_training(case, tmp_path):
+    files, options, message = BAD[case]
+    good = sentiment_rows(60, 6)
+    write_tsv(tmp_path / "train.tsv", good)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    write_tiny(tmp_path / "teacher", "bert", "classification", seed=1, layers=2, max_pos=64)
+    write_tiny(tmp_path / "base", "bert", "base", seed=1, layers=2, max_pos=64)
+    args = {"teacher": tmp_path / "teacher", "train_file": tmp_path / "train.tsv", "out_dir": tmp_path / "out"}
+    args |= {k: tmp_path / v if k in ("teacher", "dev_file") else v for k, v in options.items()}
+    with pytest.raises(ValueError, match=message):
+        compress(**args)
+    assert not (tmp_path / "out" / "work").exists() and not (tmp_path / "out" / ".stages").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_json_serves_teacher_and_student_side_by_side(binary, tmp_path):
+    _, out, _ = binary
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTIL_")} | {"DISTIL_DEVICE": "cpu"}
+    log = tmp_path / "server.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "app", "--config", str(out / "serve.json"), "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready in 90 s:\n" + log.read_text()[-3000:]
+            time.sleep(0.1)
+        r = httpx.post(f"{base}/compare", json={"inputs": ["the movie was great", "an awful plot"],
+                                                "task": "classify"}, timeout=30)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["teacher"]["model"] == "teacher" and body["student"]["model"] == "student"
+        assert 0 <= body["label_agreement"] <= 1 and len(body["student"]["predictions"]) == 2
+        assert {p["label"] for p in body["student"]["predictions"][0]} == {"negative", "positive"}
+    finally:
+        proc.kill()
+        proc.wait(30)

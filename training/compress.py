@@ -1,0 +1,801 @@
+"""``python -m training compress``: your teacher and your data in, a smaller classifier out, with the
+recipe ``make models`` keeps 97% of its teacher with, and the evidence of how well it did.
+
+    python -m training compress teacher=DIR train_file=F [dev_file=F] [test_file=F] out_dir=DIR [key=value ...]
+    python -m training compress base=DIR ...      (fine-tunes the teacher first, into out_dir/teacher)
+
+Stages, each skipped when its inputs (the data files' bytes, the options it reads, the models it starts
+from) are the same as the finished run's in out_dir:
+
+  teacher   base= only: the encoder fine-tuned on the labels (training.finetune)      -> out_dir/teacher
+  student   half the teacher's layers, one in two copied from it (training.init); trained on the
+            teacher's soft targets (alpha 1, T 2) for the training texts, perturbed copies of half of
+            them (training.augment) and any unlabeled text, plus a pooled-cosine loss toward the
+            teacher's mean-pooled last layer (alpha_embed 1)                         -> out_dir/student
+  baseline  baseline=true: the same student trained on the labels alone              -> out_dir/baseline
+  evaluate  per split: accuracy, macro and per-label F1, agreement with the teacher, retention;
+            batch-1 CPU latency, parameters  -> report.json, report.md, accuracy_latency.png, serve.json
+
+Where the defaults come from: ``experiments.pipeline.Recipe`` (chosen on dev splits by ``make ablation`` and
+``make candidates``: docs/ablation.md) and ``PipelineConfig``'s student budget (3 epochs, lr 1e-4, batch
+32, warm-up 6%) and teacher budget (2 epochs, lr 1e-4). Every input problem is a ValueError raised
+before the first training step (``prepare``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import model
+
+from .augment import perturbed_copies
+from .common import classifier_from, logits_and_pooled_of, logits_of, score, seed_all, use_threads
+from .config import CompressConfig, FinetuneConfig, TaskDistillConfig, to_dict
+from .data import collate, read_texts
+from .finetune import train_classifier
+from .init import init_student
+from .objective import task_distillation
+from .tabular import FORMATS, Table, check_lengths, encode, label_order, read_table, resolve_labels, split_dev
+from .trainer import TrainConfig, pick_device
+
+log = logging.getLogger("compress")  # not under "training": the Trainer points that logger at its own file
+SPLITS = ("dev", "test")
+STAGE_DIR = ".stages"
+PLOT = "accuracy_latency.png"
+
+# The options each stage reads (besides the data and the model it starts from): a stage reruns when one
+# of them changes, and only then. ``out_dir``, ``device``, ``threads`` and ``progress`` say how, not what.
+_DATA_OPTIONS = ("text_column", "text_pair_column", "label_column", "max_length", "seed", "batch_size",
+                 "warmup_fraction", "max_steps", "budget_minutes")
+_STAGE_OPTIONS = {
+    "teacher": (*_DATA_OPTIONS, "teacher_epochs", "teacher_lr"),
+    "student": (*_DATA_OPTIONS, "student_layers", "alpha", "temperature", "perturbed", "alpha_embed",
+                "max_unlabeled", "epochs", "lr"),
+    "baseline": (*_DATA_OPTIONS, "student_layers", "epochs", "lr"),
+    "evaluate": (*_DATA_OPTIONS, "n_latency"),
+}
+
+
+@dataclass
+class Prepared:
+    """Everything read and checked before training: the splits as token ids, their label ids, the
+    teacher's (or, with base=, the data's) labels, and what each file's bytes hash to."""
+
+    tok: model.Tokenizer
+    source: Path  # teacher= or base=
+    source_model: nn.Module
+    id2label: dict[int, str]
+    tables: dict[str, Table]  # train, dev, test (when given)
+    ids: dict[str, list[list[int]]]
+    types: dict[str, list[list[int]] | None]
+    labels: dict[str, list[int]]
+    unlabeled: Table | None
+    dev_from_train: bool
+    cut: dict[str, int]  # rows max_length cuts, per split
+    digests: dict[str, str]  # option -> sha256 of the file's bytes
+
+
+# -- checks: every problem before the first step -----------------------------------------------------
+def prepare(cfg: CompressConfig) -> Prepared:
+    """Read and check the options, the model and every data file; raise ValueError naming the fix."""
+    if bool(cfg.teacher) == bool(cfg.base):
+        raise ValueError("give teacher=DIR (a fine-tuned classifier) or base=DIR (an encoder to fine-tune first), "
+                         f"exactly one of them (got teacher={cfg.teacher!r}, base={cfg.base!r})")
+    for option in ("train_file", "out_dir"):
+        if not getattr(cfg, option):
+            raise ValueError(f"{option}= is required")
+    option = "teacher" if cfg.teacher else "base"
+    source = Path(cfg.teacher or cfg.base)
+    if not (source / "config.json").is_file():
+        raise ValueError(f"{option}={source}: not a Hugging Face model folder (no config.json)")
+    try:
+        m = model.load(source)
+        tok = model.Tokenizer.from_dir(source)
+    except (ValueError, KeyError, FileNotFoundError, OSError) as e:
+        raise ValueError(f"{option}={source}: cannot be read as a BERT or DistilBERT checkpoint ({e})") from None
+    if cfg.teacher and m.task != "classification":
+        raise ValueError(f"teacher={source} has no classification head (it is a {m.task!r} model): pass it as "
+                         f"base={source} to fine-tune a teacher on train_file first")
+    layers = m.config.num_layers
+    if cfg.student_layers is not None and not 1 <= cfg.student_layers <= layers:
+        raise ValueError(f"student_layers={cfg.student_layers}: the teacher has {layers} layers; want 1..{layers}")
+    positions = m.config.max_position_embeddings
+    if not 2 <= cfg.max_length <= positions:
+        raise ValueError(f"max_length={cfg.max_length}: the model takes 2..{positions} tokens")
+    for name, v in (("epochs", cfg.epochs), ("teacher_epochs", cfg.teacher_epochs), ("batch_size", cfg.batch_size)):
+        if v < 1:
+            raise ValueError(f"{name}={v}: want at least 1")
+
+    def table(what: str, path: str) -> Table:
+        return read_table(path, what, cfg.text_column, cfg.label_column, cfg.text_pair_column)
+
+    whole = table("train_file", cfg.train_file)
+    _check_labels_vary(whole, cfg.label_column)
+    tables = {"train": whole}
+    if cfg.dev_file:
+        tables["dev"] = table("dev_file", cfg.dev_file)
+    else:
+        tables["train"], tables["dev"] = split_dev(whole)
+        if not len(tables["dev"]) or not len(tables["train"]):
+            raise ValueError(f"{whole.source}: {len(whole)} rows are too few to cut a dev split off (sha1(text) mod "
+                             f"10 == 0 picked {len(tables['dev'])}): give a dev_file=")
+        _check_labels_vary(tables["train"], cfg.label_column)
+    if cfg.test_file:
+        tables["test"] = table("test_file", cfg.test_file)
+    id2label = (dict(m.config.id2label) if cfg.teacher
+                else dict(enumerate(label_order(set(tables["train"].labels or [])))))
+    labels = {"train": resolve_labels(tables["train"], id2label)}
+    known = set(labels["train"])
+    for split in SPLITS:
+        if split in tables:
+            labels[split] = _labels_known(tables[split], id2label, known)
+    ids, types, cut = {}, {}, {}
+    for split, t in tables.items():
+        ids[split], types[split] = encode(tok, t)
+        cut[split] = check_lengths(t, ids[split], cfg.max_length, positions)
+    unlabeled = _read_unlabeled(cfg) if cfg.unlabeled_file else None
+    digests = {o: _file_digest(p) for o in ("train_file", "dev_file", "test_file", "unlabeled_file")
+               if (p := getattr(cfg, o))}
+    return Prepared(tok, source, m, id2label, tables, ids, types, labels, unlabeled, not cfg.dev_file, cut, digests)
+
+
+def _check_labels_vary(t: Table, column: str) -> None:
+    distinct = set(t.labels or [])
+    if len(distinct) < 2:
+        raise ValueError(f"{t.source}: column {column!r} has {len(distinct)} distinct value ({sorted(distinct)}); "
+                         "a classifier needs at least 2 labels")
+
+
+def _labels_known(t: Table, id2label: dict[int, str], known: set[int]) -> list[int]:
+    """Label ids of a dev/test table; raises when it has labels the training rows never show."""
+    label2id = {v: k for k, v in id2label.items()}
+    out, lacking = [], set()
+    for lab in t.labels or []:
+        i = label2id.get(lab, int(lab) if lab.lstrip("-").isdigit() and int(lab) in id2label else None)
+        if i is None or i not in known:
+            lacking.add(lab)
+        out.append(i)
+    if lacking:
+        raise ValueError(f"{t.source}: label(s) {label_order(lacking)} never occur in the training rows, so no "
+                         "model trained on them can predict them: add examples of them to train_file, or drop "
+                         "these rows")
+    return out
+
+
+def _read_unlabeled(cfg: CompressConfig) -> Table:
+    path = Path(cfg.unlabeled_file or "")
+    if path.suffix in FORMATS:
+        return read_table(path, "unlabeled_file", cfg.text_column, None, cfg.text_pair_column)
+    if cfg.text_pair_column:
+        raise ValueError(f"unlabeled_file={path}: a sentence-pair task needs a .csv, .tsv or .jsonl file with "
+                         f"columns {cfg.text_column!r} and {cfg.text_pair_column!r}")
+    if not path.is_file():
+        raise ValueError(f"unlabeled_file={path}: no such file")
+    texts = read_texts(path)
+    if not texts:
+        raise ValueError(f"unlabeled_file={path} has no text: give it one text per line, or leave it out")
+    return Table(f"unlabeled_file={path}", texts, None, None)
+
+
+def _file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_digest(folder: Path) -> str:
+    """sha256 of a model folder's configuration, weights and tokenizer (not its model card)."""
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and (p.suffix in (".safetensors", ".bin") or p.name in ("config.json", "tokenizer.json",
+                                                                              "vocab.txt")):
+            h.update(p.name.encode() + b"\0" + _file_digest(p).encode())
+    return h.hexdigest()
+
+
+# -- the run -----------------------------------------------------------------------------------------
+class Run:
+    """One ``compress`` invocation in ``out_dir``: its stages, each run or skipped, and their records."""
+
+    def __init__(self, cfg: CompressConfig, prep: Prepared) -> None:
+        self.cfg, self.prep = cfg, prep
+        self.out = Path(cfg.out_dir)
+        self.device = pick_device(cfg.device)
+        self.stages: dict[str, dict] = {}
+
+    # stage records: out_dir/.stages/<name>.json holds the key of the finished stage
+    def key(self, stage: str, **upstream: str) -> str:
+        options = {o: getattr(self.cfg, o) for o in _STAGE_OPTIONS[stage]}
+        payload = {"stage": stage, "options": options, "data": self.prep.digests, "upstream": upstream,
+                   "plan": self.plan_for(stage)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def stage(self, name: str, key: str, output: Path, fn) -> dict:
+        record = self.out / STAGE_DIR / f"{name}.json"
+        if record.is_file() and output.exists():
+            saved = json.loads(record.read_text())
+            if saved["key"] == key:
+                log.info("%s: skipped, its inputs are byte for byte the finished run's (%s)", name, output)
+                self.stages[name] = {"ran": False, "seconds": saved["seconds"]}
+                return saved
+        record.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        result = fn() or {}
+        saved = {"key": key, "seconds": round(time.perf_counter() - t0, 1), **result}
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(saved, indent=1) + "\n")
+        self.stages[name] = {"ran": True, "seconds": saved["seconds"]}
+        return saved
+
+    # the budget
+    plan: dict
+
+    def plan_for(self, stage: str) -> dict:
+        return {k: v for k, v in self.plan.items() if k.startswith(stage) or k == "extra_fraction"}
+
+    def train_config(self, name: str, epochs: int, lr: float) -> TrainConfig:
+        cfg = self.cfg
+        steps = self.plan.get(f"{name}_steps") or cfg.max_steps
+        return replace(FinetuneConfig().train, out_dir=str(self.out / "work" / name), epochs=epochs, lr=lr,
+                       max_steps=steps, batch_size=cfg.batch_size, warmup_fraction=cfg.warmup_fraction,
+                       save_every=0, log_every=10, seed=cfg.seed, device=cfg.device, threads=cfg.threads,
+                       progress=cfg.progress)
+
+    def publish(self, name: str) -> Path:
+        """The stage's export moved to out_dir/<name>; its checkpoint (optimizer state included) removed."""
+        run_dir, dest = self.out / "work" / name, self.out / name
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(str(run_dir / "final"), str(dest))
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        return dest
+
+    def fresh(self, name: str) -> None:
+        shutil.rmtree(self.out / "work" / name, ignore_errors=True)
+
+    def dev_eval(self, types_too: bool):
+        p = self.prep
+
+        def evaluate(clf: nn.Module) -> dict[str, float]:
+            pred = score(clf, p.ids["dev"], p.tok.pad_id, self.cfg.max_length,
+                         token_types=p.types["dev"] if types_too and has_types(clf) else None).argmax(-1)
+            return {k: v for k, v in label_metrics(pred.tolist(), p.labels["dev"], p.id2label).items()
+                    if k in ("accuracy", "macro_f1")}
+
+        return evaluate
+
+
+def has_types(m: nn.Module) -> bool:
+    """Whether ``m`` reads token_type_ids (BERT family): sentence pairs' segments reach it."""
+    return getattr(m.encoder.embeddings, "token_type", None) is not None
+
+
+def run_compress(cfg: CompressConfig) -> dict:
+    """The command: checks, stages (each skipped when its inputs are unchanged), report. Returns the report."""
+    t_start = time.perf_counter()
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+    handlers = _open_log(out)
+    try:
+        use_threads(cfg.threads)
+        seed_all(cfg.seed)
+        log.info("compress: %s", command_line(cfg))
+        prep = prepare(cfg)
+        _log_data(cfg, prep)
+        run = Run(cfg, prep)
+        run.plan = plan_budget(run)
+        teacher_dir = prep.source
+        if cfg.base:
+            run.stage("teacher", run.key("teacher", base=model_digest(prep.source)), run.out / "teacher",
+                      lambda: _train_teacher(run))
+            teacher_dir = run.out / "teacher"
+        teacher_digest = model_digest(teacher_dir)
+        dirs = {"teacher": teacher_dir}
+        extra = run.stage("student", run.key("student", teacher=teacher_digest), run.out / "student",
+                          lambda: _train_student(run, teacher_dir))
+        dirs["student"] = run.out / "student"
+        if cfg.baseline:
+            run.stage("baseline", run.key("baseline", teacher=teacher_digest), run.out / "baseline",
+                      lambda: _train_baseline(run, teacher_dir))
+            dirs["baseline"] = run.out / "baseline"
+        digests = {n: model_digest(p) for n, p in dirs.items()}
+        measured = run.stage("evaluate", run.key("evaluate", **digests), run.out / "report.json",
+                             lambda: {"results": evaluate(run, dirs)})
+        report = write_report(run, dirs, measured["results"], extra.get("extra", {}),
+                              round(time.perf_counter() - t_start, 1))
+        log.info("done in %.1f s: %s", time.perf_counter() - t_start, report["summary"])
+        return report
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+
+
+def _open_log(out: Path | None) -> list[logging.Handler]:
+    """Progress on stderr and a readable log in out_dir/compress.log (appended: one block per run)."""
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setFormatter(logging.Formatter("[compress] %(message)s"))
+    handlers: list[logging.Handler] = [to_stderr]
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(out / "compress.log")
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(to_file)
+    for h in handlers:
+        log.addHandler(h)
+    return handlers
+
+
+def command_line(cfg: CompressConfig) -> str:
+    """The command with the options that differ from the defaults (what a reader would type again)."""
+    default = CompressConfig()
+    parts = [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
+             if getattr(cfg, f.name) != getattr(default, f.name)]
+    return "python -m training compress " + " ".join(parts)
+
+
+def _log_data(cfg: CompressConfig, prep: Prepared) -> None:
+    counts = {s: len(t) for s, t in prep.tables.items()}
+    log.info("data: %s; labels %s%s", counts, prep.id2label,
+             "; sentence pairs (token types to the teacher)" if cfg.text_pair_column else "")
+    if prep.dev_from_train:
+        log.info("no dev_file: the dev split is the %d rows of train_file with sha1(text) mod 10 == 0 "
+                 "(the same rows on every run); %d rows train", counts["dev"], counts["train"])
+    for split, n in prep.cut.items():
+        if n:
+            log.warning("%s: %d of %d texts are longer than max_length=%d tokens and are cut", split, n,
+                        counts[split], cfg.max_length)
+
+
+# -- the budget ----------------------------------------------------------------------------------------
+def _steps(n: int, batch_size: int, epochs: int, cap: int | None) -> int:
+    steps = math.ceil(n / batch_size) * epochs
+    return min(steps, cap) if cap else steps
+
+
+def _extra_counts(cfg: CompressConfig, prep: Prepared, fraction: float = 1.0) -> tuple[int, int]:
+    """(perturbed copies, unlabeled texts) the student's extra text holds at ``fraction`` of the recipe's."""
+    n_train = len(prep.tables["train"])
+    copies = round(cfg.perturbed * fraction * n_train) if cfg.perturbed else 0
+    n_unl = len(prep.unlabeled) if prep.unlabeled else 0
+    n_unl = min(n_unl, cfg.max_unlabeled) if cfg.max_unlabeled is not None else n_unl
+    return copies, round(n_unl * fraction)
+
+
+def plan_budget(run: Run) -> dict:
+    """Without budget_minutes: the recipe's steps ({}). With it: a short probe measures seconds per step of
+    the student (and of the teacher when it is fine-tuned) and per scoring batch; when the recipe does not
+    fit, every stage's steps shrink by the same factor, and below one epoch of the student the extra text
+    with them. Saved in out_dir/plan.json and reused while the data and options are the same."""
+    cfg, prep = run.cfg, run.prep
+    if not cfg.budget_minutes:
+        return {}
+    key = hashlib.sha256(json.dumps({"options": to_dict(cfg) | {"out_dir": "", "device": "", "threads": None,
+                                                                "progress": None},
+                                     "data": prep.digests}, sort_keys=True, default=str).encode()).hexdigest()
+    saved = run.out / "plan.json"
+    if saved.is_file() and (old := json.loads(saved.read_text()))["key"] == key:
+        log.info("budget: the plan of the earlier run (%s)", saved)
+        return old["plan"]
+    n_train = len(prep.tables["train"])
+    copies, n_unl = _extra_counts(cfg, prep)
+    steps = {"teacher": _steps(n_train, cfg.batch_size, cfg.teacher_epochs, cfg.max_steps) if cfg.base else 0,
+             "student": _steps(n_train + copies + n_unl, cfg.batch_size, cfg.epochs, cfg.max_steps),
+             "baseline": _steps(n_train, cfg.batch_size, cfg.epochs, cfg.max_steps) if cfg.baseline else 0}
+    probe = _probe(run)
+    n_eval = sum(len(prep.tables[s]) for s in SPLITS if s in prep.tables) * (3 if cfg.baseline else 2)
+    fixed = probe["s_per_score_batch"] * (math.ceil((n_train + copies + n_unl) / 64) + math.ceil(n_eval / 64))
+    fixed += cfg.n_latency * probe["s_per_forward_b1"] * (3 if cfg.baseline else 2) + probe["seconds"]
+    train_s = (steps["teacher"] * probe["s_per_step_teacher"]
+               + (steps["student"] + steps["baseline"]) * probe["s_per_step_student"])
+    budget_s = cfg.budget_minutes * 60 * 0.9  # a tenth kept for loading, exporting and the unforeseen
+    scale = min(1.0, max(budget_s - fixed, 0.0) / train_s) if train_s else 1.0
+    extra_fraction = min(1.0, scale * cfg.epochs)  # less than one pass over the texts fits: fewer extra texts
+    plan = {"budget_minutes": cfg.budget_minutes, "probe": probe, "scale": round(scale, 4),
+            "extra_fraction": round(extra_fraction, 4),
+            "recipe_minutes": round((fixed + train_s) / 60, 2)}
+    if scale < 1.0:
+        copies, n_unl = _extra_counts(cfg, prep, extra_fraction)
+        n_student = n_train + copies + n_unl
+        plan["student_steps"] = max(1, min(round(steps["student"] * scale),
+                                           _steps(n_student, cfg.batch_size, cfg.epochs, cfg.max_steps)))
+        if cfg.base:
+            plan["teacher_steps"] = max(1, round(steps["teacher"] * scale))
+        if cfg.baseline:
+            plan["baseline_steps"] = max(1, round(steps["baseline"] * scale))
+    chosen = {k: plan.get(f"{k}_steps", v) for k, v in steps.items() if v}
+    plan["expected_minutes"] = round((fixed + chosen.get("teacher", 0) * probe["s_per_step_teacher"]
+                                      + (chosen["student"] + chosen.get("baseline", 0)) * probe["s_per_step_student"])
+                                     / 60, 2)
+    plan["steps"] = chosen
+    if scale < 1.0:
+        log.info("budget %.3g min: the recipe would take about %.1f min (probe: %.3f s per student step%s); "
+                 "training %.0f%% of its steps %s, extra text at %.0f%%, about %.1f min", cfg.budget_minutes,
+                 plan["recipe_minutes"], probe["s_per_step_student"],
+                 f", {probe['s_per_step_teacher']:.3f} per teacher step" if cfg.base else "", 100 * scale, chosen,
+                 100 * extra_fraction, plan["expected_minutes"])
+    else:
+        log.info("budget %.3g min: the whole recipe fits (about %.1f min: steps %s)", cfg.budget_minutes,
+                 plan["recipe_minutes"], chosen)
+    run.out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps({"key": key, "plan": plan}, indent=1) + "\n")
+    return plan
+
+
+def _probe(run: Run, steps: int = 3) -> dict:
+    """Seconds per optimizer step (forward, backward, AdamW) of the student, and of the teacher when it is
+    fine-tuned here, on one batch of training texts; per scoring batch of 64; per batch-1 forward."""
+    cfg, prep = run.cfg, run.prep
+    t0 = time.perf_counter()
+    teacher = (prep.source_model if prep.source_model.task == "classification"
+               else classifier_from(prep.source, prep.id2label)).to(run.device)
+    student = init_student(teacher, "classification", cfg.student_layers).to(run.device)
+    ids = prep.ids["train"][: cfg.batch_size]
+    x, mask = collate(ids, prep.tok.pad_id, cfg.max_length)
+    x, mask = x.to(run.device), mask.to(run.device)
+    y = torch.tensor(prep.labels["train"][: cfg.batch_size], device=run.device)
+
+    def per_step(m: nn.Module) -> float:
+        m = _copy_of(m).train()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
+        times = []
+        for _ in range(steps + 1):
+            t = time.perf_counter()
+            loss, _ = task_distillation(m(x, mask), None, y, 0.0, 1.0)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times[1:])  # the first step warms caches and allocators
+
+    with torch.no_grad():
+        teacher.eval()
+        fwd = []
+        for _ in range(2):
+            t = time.perf_counter()
+            teacher(x, mask)
+            fwd.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        teacher(x[:1], mask[:1])
+        b1 = time.perf_counter() - t
+    out = {"s_per_step_student": per_step(student),
+           "s_per_step_teacher": per_step(teacher) if cfg.base else 0.0,
+           "s_per_score_batch": min(fwd) * 64 / max(len(ids), 1), "s_per_forward_b1": b1}
+    out = {k: round(v, 5) for k, v in out.items()}
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def _copy_of(m: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(m)
+
+
+# -- the training stages -----------------------------------------------------------------------------
+def _train_teacher(run: Run) -> dict:
+    """base= : the encoder with a new head, fine-tuned on the training labels (training.finetune's loop)."""
+    cfg, p = run.cfg, run.prep
+    log.info("teacher: fine-tuning %s on %d texts (%d epochs, lr %g) -> %s", p.source, len(p.tables["train"]),
+             cfg.teacher_epochs, cfg.teacher_lr, run.out / "teacher")
+    run.fresh("teacher")
+    seed_all(cfg.seed)
+    clf = classifier_from(p.source, p.id2label)
+    fcfg = FinetuneConfig(model=str(p.source), train_file=cfg.train_file, dev_file=cfg.dev_file,
+                          text_column=cfg.text_column, label_column=cfg.label_column,
+                          labels=[p.id2label[i] for i in range(len(p.id2label))], max_length=cfg.max_length,
+                          train=run.train_config("teacher", cfg.teacher_epochs, cfg.teacher_lr))
+    types = p.types["train"] if has_types(clf) else None
+    train_classifier(fcfg, clf, p.tok, p.ids["train"], p.labels["train"], None, str(p.source),
+                     run.dev_eval(types_too=True), token_types=types)
+    run.publish("teacher")
+    return {}
+
+
+def _task_config(run: Run, teacher_dir: Path, name: str, **recipe) -> TaskDistillConfig:
+    cfg = run.cfg
+    return TaskDistillConfig(teacher=str(teacher_dir), student_layers=cfg.student_layers, train_file=cfg.train_file,
+                             dev_file=cfg.dev_file, text_column=cfg.text_column,
+                             label_column=cfg.label_column, max_length=cfg.max_length, temperature=cfg.temperature,
+                             train=run.train_config(name, cfg.epochs, cfg.lr), **recipe)
+
+
+def _load_teacher(run: Run, teacher_dir: Path) -> nn.Module:
+    teacher = model.load(teacher_dir).to(run.device)
+    if teacher.task != "classification":
+        raise ValueError(f"{teacher_dir}: not a classifier")
+    return teacher
+
+
+def _train_student(run: Run, teacher_dir: Path) -> dict:
+    """The recipe: soft targets on the training texts and the extra text, pooled cosine toward the teacher."""
+    cfg, p = run.cfg, run.prep
+    run.fresh("student")
+    seed_all(cfg.seed)
+    teacher = _load_teacher(run, teacher_dir)
+    student = init_student(teacher, "classification", cfg.student_layers)
+    train = p.tables["train"]
+    fraction = run.plan.get("extra_fraction", 1.0)
+    copies, n_unl = _extra_counts(cfg, p, fraction)
+    a, b = perturbed_copies(train.texts, copies / len(train), cfg.seed, train.pairs) if copies else ([], None)
+    extra = Table("perturbed copies", a, b, None)
+    if p.unlabeled and n_unl:
+        u = p.unlabeled.rows(list(range(n_unl)))
+        extra = Table("extra text", extra.texts + u.texts,
+                      (extra.pairs or []) + u.pairs if u.pairs is not None else None, None)
+    extra_ids, extra_types = encode(p.tok, extra) if len(extra) else ([], [] if train.pairs is not None else None)
+    seqs = p.ids["train"] + extra_ids
+    labels = p.labels["train"] + [-100] * len(extra_ids)  # no label: the teacher's soft targets alone
+    types = p.types["train"] + extra_types if train.pairs is not None else None
+    log.info("student: %d layers of the teacher's %d (one in two), on %d labeled texts + %d perturbed copies + "
+             "%d unlabeled texts scored by the teacher; alpha %g, T %g, alpha_embed %g; %d epochs, lr %g -> %s",
+             student.config.num_layers, teacher.config.num_layers, len(p.ids["train"]), len(a), n_unl, cfg.alpha,
+             cfg.temperature, cfg.alpha_embed, cfg.epochs, cfg.lr, run.out / "student")
+    log.info("student: the teacher scores %d texts", len(seqs))
+    fn = logits_and_pooled_of if cfg.alpha_embed > 0 else logits_of
+    both = score(teacher, seqs, p.tok.pad_id, cfg.max_length, fn,
+                 token_types=types if has_types(teacher) else None)
+    n_labels = len(p.id2label)
+    tcfg = _task_config(run, teacher_dir, "student", alpha=cfg.alpha, alpha_embed=cfg.alpha_embed,
+                        embed_reference=str(teacher_dir) if cfg.alpha_embed > 0 else None,
+                        unlabeled_file=cfg.unlabeled_file, max_unlabeled=n_unl if cfg.unlabeled_file else None)
+    del teacher
+    train_classifier(tcfg, student, p.tok, seqs, labels, both[:, :n_labels], str(teacher_dir),
+                     run.dev_eval(types_too=False), both[:, n_labels:] if cfg.alpha_embed > 0 else None)
+    run.publish("student")
+    return {"extra": {"perturbed_copies": len(a), "unlabeled": n_unl}}
+
+
+def _train_baseline(run: Run, teacher_dir: Path) -> dict:
+    """The same student initialisation and epochs on the labels alone (``experiments.pipeline.baseline_of``)."""
+    cfg, p = run.cfg, run.prep
+    run.fresh("baseline")
+    seed_all(cfg.seed)
+    teacher = _load_teacher(run, teacher_dir)
+    student = init_student(teacher, "classification", cfg.student_layers)
+    del teacher
+    log.info("baseline: the same %d-layer student on the %d labeled texts alone (no teacher signal) -> %s",
+             student.config.num_layers, len(p.ids["train"]), run.out / "baseline")
+    tcfg = _task_config(run, teacher_dir, "baseline", alpha=0.0, alpha_embed=0.0, unlabeled_file=None)
+    train_classifier(tcfg, student, p.tok, p.ids["train"], p.labels["train"], None, str(teacher_dir),
+                     run.dev_eval(types_too=False))
+    run.publish("baseline")
+    return {}
+
+
+# -- evaluation --------------------------------------------------------------------------------------
+def label_metrics(pred: list[int], gold: list[int], id2label: dict[int, str]) -> dict:
+    """Accuracy, macro F1 over the labels in the gold or predicted labels, and per-label F1/support."""
+    labels = sorted(set(gold) | set(pred))
+    per_label = {}
+    for c in labels:
+        tp = sum(p == c and g == c for p, g in zip(pred, gold, strict=True))
+        fp = sum(p == c and g != c for p, g in zip(pred, gold, strict=True))
+        fn = sum(p != c and g == c for p, g in zip(pred, gold, strict=True))
+        per_label[id2label[c]] = {"f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+                                  "support": sum(g == c for g in gold), "predicted": tp + fp}
+    return {"accuracy": sum(p == g for p, g in zip(pred, gold, strict=True)) / len(gold),
+            "macro_f1": statistics.mean(v["f1"] for v in per_label.values()), "per_label": per_label,
+            "n": len(gold)}
+
+
+def evaluate(run: Run, dirs: dict[str, Path]) -> dict:
+    """Per split and model: metrics, agreement with the teacher and retention; batch-1 CPU latency."""
+    cfg, p = run.cfg, run.prep
+    log.info("evaluate: %s on %s", sorted(dirs), [s for s in SPLITS if s in p.tables])
+    models = {n: model.load(d).to(run.device) for n, d in dirs.items()}
+    splits: dict[str, dict] = {}
+    for split in SPLITS:
+        if split not in p.tables:
+            continue
+        preds = {n: score(m, p.ids[split], p.tok.pad_id, cfg.max_length,
+                          token_types=p.types[split] if has_types(m) else None).argmax(-1).tolist()
+                 for n, m in models.items()}
+        res = {}
+        for n, pred in preds.items():
+            r = label_metrics(pred, p.labels[split], p.id2label)
+            if n != "teacher":
+                r["teacher_agreement"] = sum(a == b for a, b in zip(pred, preds["teacher"], strict=True)) / len(pred)
+                r["retention"] = r["accuracy"] / max(res["teacher"]["accuracy"], 1e-12)
+            res[n] = r
+        splits[split] = res
+    texts = list(range(min(cfg.n_latency, len(p.ids["dev"]))))
+    latency = latency_b1(dirs, [p.ids["dev"][i] for i in texts],
+                         [p.types["dev"][i] for i in texts] if p.types["dev"] is not None else None, cfg.max_length)
+    info = {}
+    for n, m in models.items():
+        info[n] = {"parameters": sum(t.numel() for t in m.parameters()), "layers": m.config.num_layers,
+                   "family": m.config.family, "latency_ms_b1": latency[n],
+                   "speedup_b1": latency["teacher"] / latency[n], "path": str(dirs[n])}
+    return {"splits": splits, "models": info, "latency_texts": len(texts)}
+
+
+@torch.no_grad()
+def latency_b1(dirs: dict[str, Path], ids: list[list[int]], types: list[list[int]] | None,
+               max_length: int) -> dict[str, float]:
+    """Median forward ms at batch 1 on one CPU thread, tokenization excluded; the models take turns on
+    each input, so background load falls on all of them alike (``experiments.pipeline.latency_b1``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        models = {n: model.load(d) for n, d in dirs.items()}
+        pad = model.Tokenizer.from_dir(next(iter(dirs.values()))).pad_id
+        batches = []
+        for i, x in enumerate(ids):
+            b = collate([x], pad, max_length)
+            t = collate([types[i]], 0, max_length)[0] if types is not None else None
+            batches.append((*b, t))
+        times: dict[str, list[float]] = {n: [] for n in models}
+
+        def forward(m: nn.Module, x, mask, t) -> None:
+            m.logits(m.encoder(x, mask, t)) if t is not None and has_types(m) else m(x, mask)
+
+        for m in models.values():
+            for b in batches[:3]:
+                forward(m, *b)
+        for b in batches:
+            for n, m in models.items():
+                t0 = time.perf_counter()
+                forward(m, *b)
+                times[n].append((time.perf_counter() - t0) * 1000)
+        return {n: statistics.median(ts) if ts else float("nan") for n, ts in times.items()}
+    finally:
+        torch.set_num_threads(threads)
+
+
+# -- the report ----------------------------------------------------------------------------------------
+def warnings_of(results: dict, id2label: dict[int, str]) -> list[str]:
+    """A model that never predicts a label its split has: the report says so (the mean hides it)."""
+    out = []
+    for split, res in results["splits"].items():
+        for n, r in res.items():
+            never = [lab for lab, v in r["per_label"].items() if v["support"] and not v["predicted"]]
+            if never:
+                out.append(f"{n} never predicts {never} on {split}, though {split} has "
+                           f"{sum(r['per_label'][lab]['support'] for lab in never)} such rows")
+    return out
+
+
+def write_report(run: Run, dirs: dict[str, Path], results: dict, extra: dict, wall_s: float) -> dict:
+    cfg, p = run.cfg, run.prep
+    headline = "test" if "test" in results["splits"] else "dev"
+    s = results["splits"][headline]["student"]
+    speed = results["models"]["student"]["speedup_b1"]
+    summary = (f"the student keeps {100 * s['retention']:.1f}% of the teacher's {headline} accuracy "
+               f"({100 * s['accuracy']:.1f}% vs {100 * results['splits'][headline]['teacher']['accuracy']:.1f}%), "
+               f"agrees with it on {100 * s['teacher_agreement']:.1f}% of {headline}, and runs "
+               f"{speed:.2f}x its batch-1 CPU speed")
+    warnings = warnings_of(results, p.id2label)
+    if cfg.text_pair_column:
+        warnings.append("the service (serve.json) takes single texts: it does not pass sentence pairs as two segments")
+    for w in warnings:
+        log.warning("%s", w)
+    recipe = {k: getattr(cfg, k) for k in ("alpha", "temperature", "perturbed", "alpha_embed", "epochs", "lr",
+                                            "batch_size", "warmup_fraction", "teacher_epochs", "teacher_lr",
+                                            "max_length", "student_layers", "max_steps", "seed")}
+    report = {
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": command_line(cfg),
+        "summary": summary,
+        "teacher": str(dirs["teacher"]), "fine_tuned_teacher": bool(cfg.base),
+        "labels": {str(k): v for k, v in p.id2label.items()},
+        "data": {"files": {o: {"path": getattr(cfg, o), "sha256": d} for o, d in p.digests.items()},
+                 "rows": {s_: len(t) for s_, t in p.tables.items()},
+                 "dev_split": "cut off train_file: sha1(text) mod 10 == 0" if p.dev_from_train else "dev_file",
+                 "cut_by_max_length": p.cut, "extra_text": extra, "sentence_pairs": bool(cfg.text_pair_column)},
+        "recipe": recipe | {"source": "experiments.pipeline.Recipe and PipelineConfig (make models)"},
+        "budget": run.plan or {"budget_minutes": None, "note": "the recipe's epochs in full"},
+        "models": results["models"],
+        "splits": results["splits"],
+        "warnings": warnings,
+        "stages": run.stages,
+        "wall_time_s": wall_s,
+        "device": str(run.device),
+        "latency": f"median of {results['latency_texts']} dev texts, batch 1, one CPU thread, tokenization excluded",
+    }
+    out = run.out
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(report))
+    plot(report, out / PLOT)
+    (out / "serve.json").write_text(json.dumps(serve_config(dirs, cfg.max_length), indent=2) + "\n")
+    (out / "student" / "README.md").write_text(model_card(report))
+    return report
+
+
+def serve_config(dirs: dict[str, Path], max_length: int) -> dict:
+    """What ``python -m app --config out_dir/serve.json`` serves: teacher and student side by side
+    (``POST /compare``), the baseline beside them."""
+    roles = {"student": "student", "teacher": "teacher", "baseline": "other"}
+    return {"models": [{"name": n, "path": str(Path(d).resolve()), "role": roles[n], "task": "classify",
+                        "max_length": max_length} for n, d in sorted(dirs.items(), key=lambda kv: kv[0] != "student")]}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def markdown(r: dict) -> str:
+    lines = [f"# compress report ({r['created']})", "", f"`{r['command']}`", "", f"**{r['summary']}.**", ""]
+    for split, res in r["splits"].items():
+        lines += [f"## {split} ({next(iter(res.values()))['n']} rows)", "",
+                  "| model | accuracy | macro-F1 | agreement with teacher | retention | batch-1 CPU ms | speed-up | "
+                  "parameters |", "|---|---|---|---|---|---|---|---|"]
+        for n, m in res.items():
+            info = r["models"][n]
+            lines.append(f"| {n} | {_pct(m['accuracy'])} | {m['macro_f1']:.3f} | "
+                         f"{_pct(m['teacher_agreement']) if 'teacher_agreement' in m else '-'} | "
+                         f"{_pct(m['retention']) if 'retention' in m else '-'} | {info['latency_ms_b1']:.2f} | "
+                         f"{info['speedup_b1']:.2f}x | {info['parameters']:,} |")
+        labels = list(next(iter(res.values()))["per_label"])
+        lines += ["", "Per-label F1 (support):", "", "| model | " + " | ".join(labels) + " |",
+                  "|---|" + "---|" * len(labels)]
+        for n, m in res.items():
+            lines.append(f"| {n} | " + " | ".join(
+                f"{m['per_label'][lab]['f1']:.3f} ({m['per_label'][lab]['support']})" if lab in m["per_label"]
+                else "-" for lab in labels) + " |")
+        lines.append("")
+    if r["warnings"]:
+        lines += ["## Warnings", "", *[f"- {w}" for w in r["warnings"]], ""]
+    d = r["data"]
+    lines += ["## Data", "", f"- rows: {d['rows']}; dev split: {d['dev_split']}",
+              f"- extra text scored by the teacher: {d['extra_text']}",
+              f"- cut by max_length: {d['cut_by_max_length']}"]
+    lines += [f"- {o}: `{f['path']}` (sha256 {f['sha256'][:12]})" for o, f in d["files"].items()]
+    lines += ["", "## Recipe and budget", "", f"- recipe: {r['recipe']}", f"- budget: {r['budget']}",
+              f"- stages: {r['stages']}", f"- wall time of this run: {r['wall_time_s']} s on {r['device']}",
+              f"- latency: {r['latency']}", "", f"![accuracy vs latency]({PLOT})", ""]
+    return "\n".join(lines)
+
+
+def model_card(r: dict) -> str:
+    """out_dir/student/README.md: what the student was distilled from, on what, how well it kept the teacher."""
+    return "\n".join([
+        "# Distilled student classifier", "",
+        f"Distilled from `{r['teacher']}` by `{r['command']}` ({r['created']}).", "",
+        f"{r['summary']}.", "",
+        f"Labels: {r['labels']}. Data: {r['data']['rows']} rows; "
+        + ", ".join(f"{o} sha256 {f['sha256'][:12]}" for o, f in r["data"]["files"].items()) + ".", "",
+        f"Recipe: {r['recipe']}.", "", "The full report: `../report.md`.", ""])
+
+
+def plot(r: dict, path: Path) -> None:
+    """Accuracy against batch-1 CPU latency, one point per model (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.info("matplotlib is not installed: no %s", path.name)
+        return
+    split = "test" if "test" in r["splits"] else "dev"
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for n, m in r["splits"][split].items():
+        x, y = r["models"][n]["latency_ms_b1"], 100 * m["accuracy"]
+        ax.scatter([x], [y])
+        ax.annotate(f"{n} ({r['models'][n]['layers']} layers)", (x, y), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("batch-1 CPU latency (ms, one thread)")
+    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.set_title("accuracy vs latency")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
