@@ -19,6 +19,7 @@ import sys
 import orjson
 import uvicorn
 
+from .connections import OPS_LIMIT_CONCURRENCY, ops_app, protocol_class
 from .main import create_app
 from .settings import Settings, load_settings
 
@@ -68,13 +69,37 @@ def configure_logging(level: str) -> logging.handlers.QueueListener:
 
 class Server(uvicorn.Server):
     """uvicorn's server, telling the service it is draining the moment SIGTERM arrives; a second
-    SIGTERM ends the process at once with exit code 1 (an operator who means it)."""
+    SIGTERM ends the process at once with exit code 1 (an operator who means it).
 
-    def __init__(self, config: uvicorn.Config, on_exit, before_hard_exit=None) -> None:
+    ``ops``: the ops port's server, in the same event loop. It listens before the API port (a port
+    taken fails the start before the models load) and stops after the API port's drain, so the
+    probes and Prometheus see the drain through it."""
+
+    def __init__(self, config: uvicorn.Config, on_exit, before_hard_exit=None,
+                 ops: uvicorn.Config | None = None) -> None:
         super().__init__(config)
         self._on_exit = on_exit
         self._before_hard_exit = before_hard_exit
         self._terminating = False
+        self.ops = uvicorn.Server(ops) if ops is not None else None
+
+    async def startup(self, sockets=None) -> None:
+        if self.ops is not None:
+            self.ops.config.load()
+            self.ops.lifespan = self.ops.config.lifespan_class(self.ops.config)  # "off": the API's lifespan runs once
+            await self.ops.startup()
+        await super().startup(sockets)
+
+    async def on_tick(self, counter: int) -> bool:
+        should_exit = await super().on_tick(counter)
+        if self.ops is not None:  # its own main loop does not run: the Date header comes from this one
+            self.ops.server_state.default_headers = self.server_state.default_headers
+        return should_exit
+
+    async def shutdown(self, sockets=None) -> None:
+        await super().shutdown(sockets)
+        if self.ops is not None and self.ops.started:
+            await self.ops.shutdown()
 
     def handle_exit(self, sig, frame) -> None:
         if sig == signal.SIGTERM and self._terminating:
@@ -104,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     listener = configure_logging(settings.log_level)
     app = create_app(settings)
     service = app.state.service
-    Server(uvicorn_config(app, settings), service.drain, listener.stop).run()
+    Server(uvicorn_config(app, settings), service.drain, listener.stop, ops=ops_config(app, settings)).run()
     if not service.idle:
         # A load or forward the bounded shutdown did not wait for is still inside torch: the
         # interpreter's exit would abort in it ("terminate called without an active exception").
@@ -113,14 +138,31 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def uvicorn_config(app, settings: Settings) -> uvicorn.Config:
-    """uvicorn with the settings' connection limits. The graceful timeout as given (a float;
-    uvicorn waits that long for requests, the lifespan then has what is left of the same budget)."""
+    """uvicorn with the settings' connection limits and head deadlines (app/connections.py). The
+    graceful timeout as given (a float; uvicorn waits that long for requests, the lifespan then has
+    what is left of the same budget)."""
     return uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on",
         timeout_graceful_shutdown=settings.graceful_timeout_s,  # type: ignore[arg-type]
         limit_concurrency=settings.limit_concurrency,
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
-        http=settings.http, h11_max_incomplete_event_size=settings.max_header_bytes,
+        http=protocol_class(settings.http, settings.header_timeout_s, settings.max_header_bytes),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+    )
+
+
+def ops_config(app, settings: Settings) -> uvicorn.Config | None:
+    """The ops port (None when ``ops_port`` is unset): /health, /ready and /metrics of the same app,
+    its own connection limit, the same deadlines, no lifespan of its own."""
+    if settings.ops_port is None:
+        return None
+    return uvicorn.Config(
+        ops_app(app), host=settings.host, port=settings.ops_port, log_config=None, access_log=False,
+        lifespan="off", limit_concurrency=OPS_LIMIT_CONCURRENCY,
+        timeout_graceful_shutdown=1,  # the probes' requests are short; the API's drain came before
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
+        http=protocol_class(settings.http, settings.header_timeout_s, settings.max_header_bytes),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
 
 

@@ -39,8 +39,13 @@ def device_type(device: str) -> str:
     return device.split(":")[0]
 
 
+# A model's name: configured here, sent by clients (app/api/schemas.py), echoed in errors and labels.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
+MAX_MODEL_NAME = 64
+
+
 class ModelSpec(BaseModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+    name: str = Field(pattern=MODEL_NAME_PATTERN, max_length=MAX_MODEL_NAME)
     path: Path
     role: Role = "other"
     max_length: int | None = Field(default=None, ge=2, description="default: the model's positions")
@@ -105,11 +110,17 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(default=15.0, gt=0, description="a request body must arrive within this")
     limit_concurrency: int | None = Field(default=256, ge=1, description="connections before 503")
     keep_alive_s: float = Field(default=5.0, gt=0, description="idle keep-alive connections closed after this")
+    header_timeout_s: float = Field(default=5.0, gt=0, description="a request head (request line and headers) "
+                                    "must be whole this long after the connection opens or its first byte")
     max_header_bytes: int = Field(default=16_384, ge=1024, description="request line and headers larger than "
-                                  "this: 431 (with http=h11 also refused while they arrive)")
-    # The HTTP parser: httptools (auto's choice when installed) is the faster; h11 also bounds headers
-    # that trickle in, with max_header_bytes as its incomplete-event limit.
+                                  "this: 431, also while they arrive")
+    # The HTTP parser: httptools (auto's choice when installed) is the faster. Either way a head is held
+    # to header_timeout_s and max_header_bytes while it arrives (app/connections.py).
     http: Literal["auto", "h11", "httptools"] = "auto"
+    # A second port serving only /health, /ready and /metrics, with its own small connection limit: the
+    # probes and Prometheus still get through when clients hold every connection of the API port. Off by
+    # default (a fixed second port would collide between instances on one host); the image sets 9000.
+    ops_port: int | None = Field(default=None, ge=1, le=65535)
 
     api_key: str | None = None
     auth_open_metrics: bool = True  # /health, /ready, /metrics stay open when an api_key is set
@@ -152,6 +163,8 @@ class Settings(BaseSettings):
         if self.max_client_batch_size > self.max_queue_size:
             raise ValueError(f"max_client_batch_size ({self.max_client_batch_size}) must not exceed max_queue_size "
                              f"({self.max_queue_size}): such a request could never be queued")
+        if self.ops_port is not None and self.ops_port == self.port:
+            raise ValueError(f"ops_port ({self.ops_port}) must differ from port: the ops port is a second listener")
         if self.default_model is not None and self.default_model not in names:
             raise ValueError(f"default_model {self.default_model!r} is not one of {names}")
         return self
