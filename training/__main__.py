@@ -17,6 +17,7 @@ from .distill import run_distill
 from .distill_task import run_distill_task
 from .evaluate import run_evaluate
 from .finetune import run_finetune
+from .tabular import InputError
 
 COMMANDS = {
     "distill": (DistillConfig, run_distill),
@@ -40,7 +41,10 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(cls, args.config, args.overrides)
     except (ValueError, TypeError) as e:
         p.error(str(e))
-    run(cfg)
+    try:
+        run(cfg)
+    except InputError as e:  # what to fix in the options or the data, found before any training
+        p.exit(2, f"{p.prog} {args.command}: error: {e}\n")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from) are the same as the finished run's in out_dir:
 
 Where the defaults come from: ``experiments.pipeline.Recipe`` (chosen on dev splits by ``make ablation`` and
 ``make candidates``: docs/ablation.md) and ``PipelineConfig``'s student budget (3 epochs, lr 1e-4, batch
-32, warm-up 6%) and teacher budget (2 epochs, lr 1e-4). Every input problem is a ValueError raised
-before the first training step (``prepare``).
+32, warm-up 6%) and teacher budget (2 epochs, lr 1e-4). Every input problem is an ``InputError`` (a
+ValueError) raised before the first training step (``prepare``).
 """
 
 from __future__ import annotations
@@ -49,13 +49,24 @@ from .data import collate, read_texts
 from .finetune import train_classifier
 from .init import init_student
 from .objective import task_distillation
-from .tabular import FORMATS, Table, check_lengths, encode, label_order, read_table, resolve_labels, split_dev
+from .tabular import (
+    FORMATS,
+    InputError,
+    Table,
+    check_lengths,
+    encode,
+    label_order,
+    read_table,
+    resolve_labels,
+    split_dev,
+)
 from .trainer import TrainConfig, pick_device
 
 log = logging.getLogger("compress")  # not under "training": the Trainer points that logger at its own file
 SPLITS = ("dev", "test")
 STAGE_DIR = ".stages"
 PLOT = "accuracy_latency.png"
+DEFAULT_MAX_LENGTH = 128  # the library's (FinetuneConfig, TaskDistillConfig); make models' short snippets use 64
 
 # The options each stage reads (besides the data and the model it starts from): a stage reruns when one
 # of them changes, and only then. ``out_dir``, ``device``, ``threads`` and ``progress`` say how, not what.
@@ -87,38 +98,40 @@ class Prepared:
     dev_from_train: bool
     cut: dict[str, int]  # rows max_length cuts, per split
     digests: dict[str, str]  # option -> sha256 of the file's bytes
+    max_length: int  # max_length, or its default for this teacher
 
 
 # -- checks: every problem before the first step -----------------------------------------------------
 def prepare(cfg: CompressConfig) -> Prepared:
     """Read and check the options, the model and every data file; raise ValueError naming the fix."""
     if bool(cfg.teacher) == bool(cfg.base):
-        raise ValueError("give teacher=DIR (a fine-tuned classifier) or base=DIR (an encoder to fine-tune first), "
+        raise InputError("give teacher=DIR (a fine-tuned classifier) or base=DIR (an encoder to fine-tune first), "
                          f"exactly one of them (got teacher={cfg.teacher!r}, base={cfg.base!r})")
     for option in ("train_file", "out_dir"):
         if not getattr(cfg, option):
-            raise ValueError(f"{option}= is required")
+            raise InputError(f"{option}= is required")
     option = "teacher" if cfg.teacher else "base"
     source = Path(cfg.teacher or cfg.base)
     if not (source / "config.json").is_file():
-        raise ValueError(f"{option}={source}: not a Hugging Face model folder (no config.json)")
+        raise InputError(f"{option}={source}: not a Hugging Face model folder (no config.json)")
     try:
         m = model.load(source)
         tok = model.Tokenizer.from_dir(source)
     except (ValueError, KeyError, FileNotFoundError, OSError) as e:
-        raise ValueError(f"{option}={source}: cannot be read as a BERT or DistilBERT checkpoint ({e})") from None
+        raise InputError(f"{option}={source}: cannot be read as a BERT or DistilBERT checkpoint ({e})") from None
     if cfg.teacher and m.task != "classification":
-        raise ValueError(f"teacher={source} has no classification head (it is a {m.task!r} model): pass it as "
+        raise InputError(f"teacher={source} has no classification head (it is a {m.task!r} model): pass it as "
                          f"base={source} to fine-tune a teacher on train_file first")
     layers = m.config.num_layers
     if cfg.student_layers is not None and not 1 <= cfg.student_layers <= layers:
-        raise ValueError(f"student_layers={cfg.student_layers}: the teacher has {layers} layers; want 1..{layers}")
+        raise InputError(f"student_layers={cfg.student_layers}: the teacher has {layers} layers; want 1..{layers}")
     positions = m.config.max_position_embeddings
-    if not 2 <= cfg.max_length <= positions:
-        raise ValueError(f"max_length={cfg.max_length}: the model takes 2..{positions} tokens")
+    max_length = min(DEFAULT_MAX_LENGTH, positions) if cfg.max_length is None else cfg.max_length
+    if not 2 <= max_length <= positions:
+        raise InputError(f"max_length={max_length}: the model takes 2..{positions} tokens")
     for name, v in (("epochs", cfg.epochs), ("teacher_epochs", cfg.teacher_epochs), ("batch_size", cfg.batch_size)):
         if v < 1:
-            raise ValueError(f"{name}={v}: want at least 1")
+            raise InputError(f"{name}={v}: want at least 1")
 
     def table(what: str, path: str) -> Table:
         return read_table(path, what, cfg.text_column, cfg.label_column, cfg.text_pair_column)
@@ -131,7 +144,7 @@ def prepare(cfg: CompressConfig) -> Prepared:
     else:
         tables["train"], tables["dev"] = split_dev(whole)
         if not len(tables["dev"]) or not len(tables["train"]):
-            raise ValueError(f"{whole.source}: {len(whole)} rows are too few to cut a dev split off (sha1(text) mod "
+            raise InputError(f"{whole.source}: {len(whole)} rows are too few to cut a dev split off (sha1(text) mod "
                              f"10 == 0 picked {len(tables['dev'])}): give a dev_file=")
         _check_labels_vary(tables["train"], cfg.label_column)
     if cfg.test_file:
@@ -146,17 +159,18 @@ def prepare(cfg: CompressConfig) -> Prepared:
     ids, types, cut = {}, {}, {}
     for split, t in tables.items():
         ids[split], types[split] = encode(tok, t)
-        cut[split] = check_lengths(t, ids[split], cfg.max_length, positions)
+        cut[split] = check_lengths(t, ids[split], max_length, positions)
     unlabeled = _read_unlabeled(cfg) if cfg.unlabeled_file else None
     digests = {o: _file_digest(p) for o in ("train_file", "dev_file", "test_file", "unlabeled_file")
                if (p := getattr(cfg, o))}
-    return Prepared(tok, source, m, id2label, tables, ids, types, labels, unlabeled, not cfg.dev_file, cut, digests)
+    return Prepared(tok, source, m, id2label, tables, ids, types, labels, unlabeled, not cfg.dev_file, cut, digests,
+                    max_length)
 
 
 def _check_labels_vary(t: Table, column: str) -> None:
     distinct = set(t.labels or [])
     if len(distinct) < 2:
-        raise ValueError(f"{t.source}: column {column!r} has {len(distinct)} distinct value ({sorted(distinct)}); "
+        raise InputError(f"{t.source}: column {column!r} has {len(distinct)} distinct value ({sorted(distinct)}); "
                          "a classifier needs at least 2 labels")
 
 
@@ -170,7 +184,7 @@ def _labels_known(t: Table, id2label: dict[int, str], known: set[int]) -> list[i
             lacking.add(lab)
         out.append(i)
     if lacking:
-        raise ValueError(f"{t.source}: label(s) {label_order(lacking)} never occur in the training rows, so no "
+        raise InputError(f"{t.source}: label(s) {label_order(lacking)} never occur in the training rows, so no "
                          "model trained on them can predict them: add examples of them to train_file, or drop "
                          "these rows")
     return out
@@ -181,13 +195,13 @@ def _read_unlabeled(cfg: CompressConfig) -> Table:
     if path.suffix in FORMATS:
         return read_table(path, "unlabeled_file", cfg.text_column, None, cfg.text_pair_column)
     if cfg.text_pair_column:
-        raise ValueError(f"unlabeled_file={path}: a sentence-pair task needs a .csv, .tsv or .jsonl file with "
+        raise InputError(f"unlabeled_file={path}: a sentence-pair task needs a .csv, .tsv or .jsonl file with "
                          f"columns {cfg.text_column!r} and {cfg.text_pair_column!r}")
     if not path.is_file():
-        raise ValueError(f"unlabeled_file={path}: no such file")
+        raise InputError(f"unlabeled_file={path}: no such file")
     texts = read_texts(path)
     if not texts:
-        raise ValueError(f"unlabeled_file={path} has no text: give it one text per line, or leave it out")
+        raise InputError(f"unlabeled_file={path} has no text: give it one text per line, or leave it out")
     return Table(f"unlabeled_file={path}", texts, None, None)
 
 
@@ -295,6 +309,7 @@ def run_compress(cfg: CompressConfig) -> dict:
         seed_all(cfg.seed)
         log.info("compress: %s", command_line(cfg))
         prep = prepare(cfg)
+        cfg = replace(cfg, max_length=prep.max_length)
         _log_data(cfg, prep)
         run = Run(cfg, prep)
         run.plan = plan_budget(run)

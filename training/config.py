@@ -120,7 +120,7 @@ class CompressConfig:
     text_column: str = "text"
     text_pair_column: str | None = None  # sentence-pair tasks: the second text
     label_column: str = "label"
-    max_length: int = 128
+    max_length: int | None = None  # None: 128, or the teacher's positions if it has fewer
     student_layers: int | None = None  # None: half the teacher's, initialised from one teacher layer in two
     # The recipe (Recipe's defaults): soft targets alone, perturbed copies of half the training texts and
     # any unlabeled text scored by the teacher, pooled cosine toward the teacher's sentence representation.

@@ -19,6 +19,11 @@ csv.field_size_limit(1 << 24)
 FORMATS = (".csv", ".tsv", ".jsonl")
 
 
+class InputError(ValueError):
+    """A problem with what a person gave a command (an option, a file, a model), found before any
+    training; the message says what to fix. ``python -m training`` prints it without a traceback."""
+
+
 @dataclass(frozen=True)
 class Table:
     """The rows of one file: texts, the second texts of pairs (None: single texts), raw label strings
@@ -41,9 +46,9 @@ class Table:
 def _records(path: Path, what: str) -> tuple[list[dict], list[str]]:
     """(rows as dicts, column names) of a .csv/.tsv/.jsonl file."""
     if not path.is_file():
-        raise ValueError(f"{what}={path}: no such file")
+        raise InputError(f"{what}={path}: no such file")
     if path.suffix not in FORMATS:
-        raise ValueError(f"{what}={path}: want a .csv, .tsv or .jsonl file, got {path.suffix or 'no extension'!r}")
+        raise InputError(f"{what}={path}: want a .csv, .tsv or .jsonl file, got {path.suffix or 'no extension'!r}")
     if path.suffix == ".jsonl":
         rows, columns = [], {}
         for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines()):
@@ -52,9 +57,9 @@ def _records(path: Path, what: str) -> tuple[list[dict], list[str]]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{what}={path}: line {i + 1} is not JSON ({e.msg})") from None
+                raise InputError(f"{what}={path}: line {i + 1} is not JSON ({e.msg})") from None
             if not isinstance(rec, dict):
-                raise ValueError(f"{what}={path}: line {i + 1} is not a JSON object")
+                raise InputError(f"{what}={path}: line {i + 1} is not a JSON object")
             rows.append(rec)
             columns.update(dict.fromkeys(rec))
         return rows, list(columns)
@@ -66,12 +71,12 @@ def _records(path: Path, what: str) -> tuple[list[dict], list[str]]:
 
 def _column(rows: list[dict], columns: list[str], name: str, option: str, where: str) -> list[str]:
     if name not in columns:
-        raise ValueError(f"{where} has no column {name!r} (its columns: {columns}); "
+        raise InputError(f"{where} has no column {name!r} (its columns: {columns}); "
                          f"name the right one with {option}=")
     values = ["" if r.get(name) is None else str(r[name]) for r in rows]
     empty = [i + 1 for i, v in enumerate(values) if not v.strip()]
     if empty:
-        raise ValueError(f"{where}: {len(empty)} row(s) have an empty {name!r} (rows {empty[:5]}"
+        raise InputError(f"{where}: {len(empty)} row(s) have an empty {name!r} (rows {empty[:5]}"
                          f"{' ...' if len(empty) > 5 else ''}); fill or remove them")
     return values
 
@@ -83,7 +88,7 @@ def read_table(path: str | Path, what: str, text_column: str = "text", label_col
     where = f"{what}={path}"
     rows, columns = _records(path, what)
     if not rows:
-        raise ValueError(f"{where} has no rows{' (only a header)' if columns else ''}: "
+        raise InputError(f"{where} has no rows{' (only a header)' if columns else ''}: "
                          "give it at least one text" + (" and its label" if label_column else ""))
     texts = _column(rows, columns, text_column, "text_column", where)
     pairs = _column(rows, columns, pair_column, "text_pair_column", where) if pair_column else None
@@ -132,7 +137,7 @@ def resolve_labels(table: Table, id2label: dict[int, str]) -> list[int]:
     ids = [one(lab) for lab in table.labels]
     unknown = label_order({lab for lab, i in zip(table.labels, ids, strict=True) if i is None})
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{table.source}: label(s) {unknown} are not the teacher's: its id2label is {id2label}. "
             f"Write the labels as these names (or their ids 0..{len(id2label) - 1}), or fine-tune a teacher "
             "on this data with base= instead of teacher=")
@@ -153,7 +158,7 @@ def check_lengths(table: Table, ids: list[list[int]], max_length: int, positions
     cut = sum(len(x) > max_length for x in ids)
     if cut == len(ids):
         longest = max(len(x) for x in ids)
-        raise ValueError(
+        raise InputError(
             f"{table.source}: all {cut} texts are longer than max_length={max_length} tokens (the longest has "
             f"{longest}), so every one would be cut: raise max_length (the teacher takes up to {positions}) "
             "or check text_column")

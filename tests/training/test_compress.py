@@ -207,6 +207,32 @@ def test_sentence_pairs_reach_the_teacher_with_token_types(tmp_path):
     assert report["data"]["sentence_pairs"] and any("sentence pairs" in w for w in report["warnings"])
 
 
+def test_a_distilbert_teacher_saved_by_transformers(tmp_path):
+    import transformers
+
+    ours = write_tiny(tmp_path / "ours", "distilbert", "classification", seed=3, layers=4, max_pos=64, sharpen=0.3)
+    teacher = tmp_path / "teacher"
+    transformers.AutoModelForSequenceClassification.from_pretrained(ours).save_pretrained(teacher)
+    transformers.AutoTokenizer.from_pretrained(ours).save_pretrained(teacher)
+    write_tsv(tmp_path / "train.tsv", sentiment_rows(100, 8))
+    report = compress(teacher=teacher, train_file=tmp_path / "train.tsv", out_dir=tmp_path / "out")
+    student = model.load(tmp_path / "out" / "student")
+    assert student.config.family == "distilbert" and student.config.num_layers == 2
+    assert report["models"]["teacher"]["family"] == "distilbert"
+
+
+def test_the_command_line_prints_an_input_error_without_a_traceback(tmp_path, capsys):
+    write_tsv(tmp_path / "train.tsv", sentiment_rows(20, 9), ("sentence", "label"))
+    teacher = write_tiny(tmp_path / "teacher", "bert", "classification", seed=1, layers=2, max_pos=64)
+    with pytest.raises(SystemExit) as e:
+        train_main(["compress", f"teacher={teacher}", f"train_file={tmp_path / 'train.tsv'}",
+                    f"out_dir={tmp_path / 'out'}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "compress: error:" in err and "has no column 'text'" in err and "text_column=" in err
+    assert "Traceback" not in err
+
+
 def test_base_fine_tunes_a_teacher_first(tmp_path):
     rows = sentiment_rows(120, 4)
     with (tmp_path / "train.csv").open("w", newline="") as f:  # a comma-separated file, quoted where needed
