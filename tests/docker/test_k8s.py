@@ -97,9 +97,12 @@ def test_probes_and_scrape_path_are_real_routes(folder):
     assert probes["readinessProbe"]["path"] == "/ready" and probes["livenessProbe"]["path"] == "/health"
     env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     assert int(env["DISTIL_PORT"]) == ports["http"]
-    # The Service and the ServiceMonitor reach the pods through that named port.
+    # The probes go to the ops port, which a flood of connections to the API port cannot fill.
+    assert int(env["DISTIL_OPS_PORT"]) == ports["ops"] and {g["port"] for g in probes.values()} == {"ops"}
+    # The Service and the ServiceMonitor reach the pods through those named ports, /metrics through ops.
     service, monitor = one(docs, "Service"), one(docs, "ServiceMonitor")
-    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http"}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http", "ops"}
+    assert {ep["port"] for ep in monitor["spec"]["endpoints"]} == {"ops"}
     assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     for ep in monitor["spec"]["endpoints"]:
