@@ -227,8 +227,8 @@ def model_digest(folder: Path) -> str:
 class Run:
     """One ``compress`` invocation in ``out_dir``: its stages, each run or skipped, and their records."""
 
-    def __init__(self, cfg: CompressConfig, prep: Prepared) -> None:
-        self.cfg, self.prep = cfg, prep
+    def __init__(self, cfg: CompressConfig, prep: Prepared, command: str = "") -> None:
+        self.cfg, self.prep, self.command = cfg, prep, command
         self.out = Path(cfg.out_dir)
         self.device = pick_device(cfg.device)
         self.stages: dict[str, dict] = {}
@@ -307,11 +307,12 @@ def run_compress(cfg: CompressConfig) -> dict:
     try:
         use_threads(cfg.threads)
         seed_all(cfg.seed)
-        log.info("compress: %s", command_line(cfg))
+        command = command_line(cfg)  # as typed, before the defaults that depend on the teacher are filled in
+        log.info("compress: %s", command)
         prep = prepare(cfg)
         cfg = replace(cfg, max_length=prep.max_length)
         _log_data(cfg, prep)
-        run = Run(cfg, prep)
+        run = Run(cfg, prep, command)
         run.plan = plan_budget(run)
         teacher_dir = prep.source
         if cfg.base:
@@ -703,10 +704,11 @@ def write_report(run: Run, dirs: dict[str, Path], results: dict, extra: dict, wa
         log.warning("%s", w)
     recipe = {k: getattr(cfg, k) for k in ("alpha", "temperature", "perturbed", "alpha_embed", "epochs", "lr",
                                             "batch_size", "warmup_fraction", "teacher_epochs", "teacher_lr",
-                                            "max_length", "student_layers", "max_steps", "seed")}
+                                            "max_length", "max_steps", "seed")}
+    recipe["student_layers"] = results["models"]["student"]["layers"]
     report = {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": command_line(cfg),
+        "command": run.command or command_line(cfg),
         "summary": summary,
         "teacher": str(dirs["teacher"]), "fine_tuned_teacher": bool(cfg.base),
         "labels": {str(k): v for k, v in p.id2label.items()},
@@ -746,7 +748,8 @@ def _pct(x: float) -> str:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"# compress report ({r['created']})", "", f"`{r['command']}`", "", f"**{r['summary']}.**", ""]
+    summary = r["summary"][:1].upper() + r["summary"][1:]
+    lines = [f"# compress report ({r['created']})", "", f"`{r['command']}`", "", f"**{summary}.**", ""]
     for split, res in r["splits"].items():
         lines += [f"## {split} ({next(iter(res.values()))['n']} rows)", "",
                   "| model | accuracy | macro-F1 | agreement with teacher | retention | batch-1 CPU ms | speed-up | "
@@ -783,7 +786,7 @@ def model_card(r: dict) -> str:
     return "\n".join([
         "# Distilled student classifier", "",
         f"Distilled from `{r['teacher']}` by `{r['command']}` ({r['created']}).", "",
-        f"{r['summary']}.", "",
+        f"{r['summary'][:1].upper() + r['summary'][1:]}.", "",
         f"Labels: {r['labels']}. Data: {r['data']['rows']} rows; "
         + ", ".join(f"{o} sha256 {f['sha256'][:12]}" for o, f in r["data"]["files"].items()) + ".", "",
         f"Recipe: {r['recipe']}.", "", "The full report: `../report.md`.", ""])
@@ -801,10 +804,11 @@ def plot(r: dict, path: Path) -> None:
         return
     split = "test" if "test" in r["splits"] else "dev"
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for n, m in r["splits"][split].items():
+    for i, (n, m) in enumerate(r["splits"][split].items()):
         x, y = r["models"][n]["latency_ms_b1"], 100 * m["accuracy"]
         ax.scatter([x], [y])
-        ax.annotate(f"{n} ({r['models'][n]['layers']} layers)", (x, y), textcoords="offset points", xytext=(5, 5))
+        ax.annotate(f"{n} ({r['models'][n]['layers']} layers)", (x, y), textcoords="offset points",
+                    xytext=(5, 5 - 12 * i))  # stacked: a student and its baseline often sit on one point
     ax.set_xlabel("batch-1 CPU latency (ms, one thread)")
     ax.set_ylabel(f"{split} accuracy (%)")
     ax.set_title("accuracy vs latency")

@@ -239,8 +239,14 @@ def test_base_fine_tunes_a_teacher_first(tmp_path):
         csv.writer(f).writerows([("text", "label"), *rows])
     base = write_tiny(tmp_path / "base", "bert", "base", seed=1, layers=4, max_pos=64, pooling="mean")
     report = compress(base=base, train_file=tmp_path / "train.csv", out_dir=tmp_path / "out", student_layers=1)
+    import transformers
+
     teacher = model.load(tmp_path / "out" / "teacher")
     assert teacher.task == "classification" and teacher.config.id2label == {0: "negative", 1: "positive"}
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "teacher").eval()
+    ids = torch.randint(5, 40, (2, 9))
+    with torch.no_grad():
+        assert (hf(input_ids=ids).logits - teacher(ids)).abs().max() < 1e-5
     assert report["fine_tuned_teacher"] and report["stages"]["teacher"]["ran"]
     assert model.load(tmp_path / "out" / "student").config.num_layers == 1
     assert (tmp_path / "out" / "work" / "teacher" / "train.log").is_file()
