@@ -66,6 +66,8 @@ log = logging.getLogger("compress")  # not under "training": the Trainer points 
 SPLITS = ("dev", "test")
 STAGE_DIR = ".stages"
 PLOT = "accuracy_latency.png"
+TRAINING_STAGES = ("teacher", "student", "baseline")
+SAVE_EVERY = 200  # optimizer steps between checkpoints: a stopped stage loses at most these
 DEFAULT_MAX_LENGTH = 128  # the library's (FinetuneConfig, TaskDistillConfig); make models' short snippets use 64
 
 # The options each stage reads (besides the data and the model it starts from): a stage reruns when one
@@ -232,6 +234,7 @@ class Run:
         self.out = Path(cfg.out_dir)
         self.device = pick_device(cfg.device)
         self.stages: dict[str, dict] = {}
+        self.resuming: dict[str, bool] = {}
 
     # stage records: out_dir/.stages/<name>.json holds the key of the finished stage
     def key(self, stage: str, **upstream: str) -> str:
@@ -249,6 +252,8 @@ class Run:
                 self.stages[name] = {"ran": False, "seconds": saved["seconds"]}
                 return saved
         record.unlink(missing_ok=True)
+        if name in TRAINING_STAGES:
+            self.begin(name, key)
         t0 = time.perf_counter()
         result = fn() or {}
         saved = {"key": key, "seconds": round(time.perf_counter() - t0, 1), **result}
@@ -268,8 +273,8 @@ class Run:
         steps = self.plan.get(f"{name}_steps") or cfg.max_steps
         return replace(FinetuneConfig().train, out_dir=str(self.out / "work" / name), epochs=epochs, lr=lr,
                        max_steps=steps, batch_size=cfg.batch_size, warmup_fraction=cfg.warmup_fraction,
-                       save_every=0, log_every=10, seed=cfg.seed, device=cfg.device, threads=cfg.threads,
-                       progress=cfg.progress)
+                       save_every=SAVE_EVERY, log_every=10, seed=cfg.seed, device=cfg.device, threads=cfg.threads,
+                       progress=cfg.progress, resume=self.resuming.get(name, False))
 
     def publish(self, name: str) -> Path:
         """The stage's export moved to out_dir/<name>; its checkpoint (optimizer state included) removed."""
@@ -279,8 +284,19 @@ class Run:
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
         return dest
 
-    def fresh(self, name: str) -> None:
-        shutil.rmtree(self.out / "work" / name, ignore_errors=True)
+    def begin(self, name: str, key: str) -> None:
+        """A stopped stage with the same inputs continues from its checkpoint (out_dir/work/<name>); any
+        other starts from scratch there."""
+        run_dir = self.out / "work" / name
+        pending = run_dir / "stage_key"
+        if pending.is_file() and pending.read_text() == key and (run_dir / "checkpoint.pt").is_file():
+            log.info("%s: continuing the stopped run from %s", name, run_dir / "checkpoint.pt")
+            self.resuming[name] = True
+            return
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        pending.write_text(key)
+        self.resuming[name] = False
 
     def dev_eval(self, types_too: bool):
         p = self.prep
@@ -510,7 +526,6 @@ def _train_teacher(run: Run) -> dict:
     cfg, p = run.cfg, run.prep
     log.info("teacher: fine-tuning %s on %d texts (%d epochs, lr %g) -> %s", p.source, len(p.tables["train"]),
              cfg.teacher_epochs, cfg.teacher_lr, run.out / "teacher")
-    run.fresh("teacher")
     seed_all(cfg.seed)
     clf = classifier_from(p.source, p.id2label)
     fcfg = FinetuneConfig(model=str(p.source), train_file=cfg.train_file, dev_file=cfg.dev_file,
@@ -542,7 +557,6 @@ def _load_teacher(run: Run, teacher_dir: Path) -> nn.Module:
 def _train_student(run: Run, teacher_dir: Path) -> dict:
     """The recipe: soft targets on the training texts and the extra text, pooled cosine toward the teacher."""
     cfg, p = run.cfg, run.prep
-    run.fresh("student")
     seed_all(cfg.seed)
     teacher = _load_teacher(run, teacher_dir)
     student = init_student(teacher, "classification", cfg.student_layers)
@@ -581,7 +595,6 @@ def _train_student(run: Run, teacher_dir: Path) -> dict:
 def _train_baseline(run: Run, teacher_dir: Path) -> dict:
     """The same student initialisation and epochs on the labels alone (``experiments.pipeline.baseline_of``)."""
     cfg, p = run.cfg, run.prep
-    run.fresh("baseline")
     seed_all(cfg.seed)
     teacher = _load_teacher(run, teacher_dir)
     student = init_student(teacher, "classification", cfg.student_layers)

@@ -272,6 +272,29 @@ def test_resume_skips_finished_stages_and_reruns_on_new_data(tmp_path):
     assert weights.stat().st_mtime_ns != stamp
 
 
+def test_a_stage_stopped_after_its_checkpoint_continues_from_it(tmp_path, monkeypatch):
+    from training import compress as compress_module
+
+    write_tsv(tmp_path / "train.tsv", sentiment_rows(80, 10))
+    teacher = write_tiny(tmp_path / "teacher", "bert", "classification", seed=1, layers=2, max_pos=64, sharpen=0.3)
+    args = {"teacher": teacher, "train_file": tmp_path / "train.tsv", "out_dir": tmp_path / "out"}
+    publish = compress_module.Run.publish
+
+    def stopped(self, name):
+        raise KeyboardInterrupt  # as Ctrl-C after the student's last checkpoint, before it is published
+
+    monkeypatch.setattr(compress_module.Run, "publish", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        compress(**args)
+    assert (tmp_path / "out" / "work" / "student" / "checkpoint.pt").is_file()
+    monkeypatch.setattr(compress_module.Run, "publish", publish)
+    report = compress(**args)
+    assert report["stages"]["student"]["ran"]
+    assert "resumed from" in (tmp_path / "out" / "work" / "student" / "train.log").read_text()
+    assert "continuing the stopped run" in (tmp_path / "out" / "compress.log").read_text()
+    assert not (tmp_path / "out" / "work" / "student" / "checkpoint.pt").exists()  # published: no optimizer state
+
+
 BAD = {
     "empty file": ({"train.tsv": "text\tlabel\n"}, {}, "has no rows"),
     "missing column": ({"train.tsv": "sentence\tlabel\nthe cat\tpositive\n"}, {}, "has no column 'text'"),
