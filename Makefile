@@ -11,15 +11,15 @@ PORT ?= 8000
 
 install: $(STAMP)
 
-# torch first and pinned: 2.13.0 is a local CPU wheel here; an unpinned torch would
-# pull a multi-GB CUDA build.
-# Then the exact versions of requirements/dev.lock (the Docker image uses serve.lock from the
-# same generator, tools/lock.py), then the project itself.
+# The exact versions of requirements/dev.lock, each file checked against the lock's SHA-256 (the Docker image
+# does the same with serve.lock from the same generator, tools/lock.py; torch's own dependencies are in it);
+# then torch, pinned by version: 2.13.0 is a local CPU wheel here, and an unpinned torch would pull a
+# multi-GB CUDA build; then the project itself.
 $(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --require-hashes -r requirements/dev.lock
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -r requirements/dev.lock
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -4,6 +4,7 @@ query run against a real Prometheus scraping a real service under load."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,13 +47,97 @@ def test_dockerfile_contract():
     assert {".venv", "artifacts", ".cache"} <= set(ignored)
 
 
-def test_image_and_make_test_share_pins():
-    def pins(f: str) -> dict[str, str]:
-        lines = (ROOT / "requirements" / f).read_text().splitlines()
-        return dict(ln.split("==") for ln in lines if ln and not ln.startswith("#"))
+def dockerfile_instructions() -> list[str]:
+    """docker/Dockerfile's instructions, continuation lines joined, comments dropped."""
+    lines = [ln for ln in (ROOT / "docker" / "Dockerfile").read_text().splitlines() if not ln.lstrip().startswith("#")]
+    return [" ".join(i.split()) for i in "\n".join(lines).replace("\\\n", " ").split("\n") if i.strip()]
 
-    serve, dev = pins("serve.lock"), pins("dev.lock")
+
+@pytest.mark.parametrize("variant, index", [("cpu", "https://download.pytorch.org/whl/cpu"),
+                                            ("cuda", "https://download.pytorch.org/whl/cu130")])
+def test_torch_variant_picks_the_torch_index(tmp_path, variant, index):
+    """The deps stage's torch step, run as the build runs it with a pip that only records its arguments:
+    TORCH_VARIANT (what compose passes: cuda for distilbert-serve:cuda) picks the wheel index, nothing is downloaded."""
+    steps = dockerfile_instructions()
+    start = next(i for i, s in enumerate(steps) if s.endswith(" AS deps"))
+    deps = steps[start:next(i for i, s in enumerate(steps) if i > start and s.startswith("FROM "))]
+    args = dict(s.removeprefix("ARG ").split("=", 1) for s in deps if s.startswith("ARG ") and "=" in s)
+    (run,) = [s for s in deps if s.startswith("RUN ") and "torch-index.sh" in s]
+    script = run.removeprefix("RUN ").replace("/tmp/torch-index.sh", str(ROOT / "docker" / "torch-index.sh"))
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pip").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "calls"}\n')
+    (fake / "pip").chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "TORCH_VARIANT": variant, "TORCH_INDEX_URL": args["TORCH_INDEX_URL"]}
+    r = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls == ["install --require-hashes -r /tmp/serve.lock", f"install --index-url {index} torch==2.13.0"]
+    assert args["TORCH_VARIANT"] == "cpu"  # the default image is the CPU one
+    # compose builds its two images with the variants tested here; an unknown one stops the build.
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert compose["api"]["build"]["args"]["TORCH_VARIANT"] == "cpu"
+    assert compose["api-gpu"]["build"]["args"]["TORCH_VARIANT"] == "cuda"
+    r = subprocess.run(["sh", "-c", script], env={**env, "TORCH_VARIANT": "rocm"}, capture_output=True, text=True)
+    assert r.returncode != 0 and "TORCH_VARIANT must be cpu or cuda" in r.stderr
+
+
+def test_baked_models_belong_to_root():
+    """The service user reads the baked models and cannot change them."""
+    copies = [s for s in dockerfile_instructions() if s.startswith("COPY --from=artifacts")]
+    assert copies
+    for step in copies:
+        assert "--chown=root:root" in step and "--chmod=0555" in step, step
+
+
+def test_compose_is_secure_by_default():
+    text = (ROOT / "docker-compose.yml").read_text()
+    services = yaml.safe_load(text)["services"]
+    for name in ("api", "api-gpu"):
+        svc = services[name]
+        assert svc["env_file"] == ["${API_ENV_FILE:-api.env}"], name  # the key: required, never in the file
+        assert "DISTIL_API_KEY" not in svc.get("environment", {}), name
+        assert svc["read_only"] is True and svc["tmpfs"] == ["/tmp"], name
+    for name, svc in services.items():
+        assert svc["cap_drop"] == ["ALL"] and "no-new-privileges:true" in svc["security_opt"], name
+    for name in ("prometheus", "grafana"):
+        assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"]), name
+        # Pulled images by digest.
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", services[name]["image"]), name
+    password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password), password  # required, no default
+    assert "admin/admin" not in text
+    # The secrets compose reads stay out of git and of the image's build context.
+    for ignore in (".gitignore", ".dockerignore"):
+        assert {"api.env", ".env"} <= set((ROOT / ignore).read_text().split()), ignore
+
+
+def locked(f: str) -> dict[str, tuple[str, list[str]]]:
+    """requirements/<f>: name -> (version, SHA-256s), from its logical lines (continuations joined)."""
+    text = (ROOT / "requirements" / f).read_text().replace("\\\n", " ")
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            pin, *options = line.split()
+            name, version = pin.split("==")
+            out[name] = (version, [o.removeprefix("--hash=sha256:") for o in options])
+    return out
+
+
+def test_image_and_make_test_share_pins():
+    serve, dev = locked("serve.lock"), locked("dev.lock")
     assert serve and all(dev.get(k) == v for k, v in serve.items())
+
+
+def test_locks_are_hashed_and_installed_with_require_hashes():
+    for f in ("serve.lock", "dev.lock"):
+        for name, (version, digests) in locked(f).items():
+            assert digests and all(re.fullmatch(r"[0-9a-f]{64}", d) for d in digests), (f, name, version)
+        assert "torch" not in locked(f)  # pinned on its own (by version: a local wheel here, a CUDA one elsewhere)
+    assert {"sympy", "networkx", "jinja2", "filelock"} <= locked("serve.lock").keys()  # torch's, hashed first
+    assert "install --require-hashes -r /tmp/serve.lock" in " ".join(dockerfile_instructions())
+    make = (ROOT / "Makefile").read_text()
+    assert "$(PIP) install -q --require-hashes -r requirements/dev.lock\n\t$(PIP) install -q torch==2.13.0" in make
 
 
 def test_console_script_is_the_one_the_image_runs():
@@ -117,3 +202,30 @@ def test_every_dashboard_query_against_real_prometheus(scraped):
             continue
         roles = {s["metric"].get("role") for s in series}
         assert {"teacher", "student"} <= roles, (title, expr, roles)
+
+
+def test_lock_takes_every_files_hash_from_the_configured_indexes(tmp_path, monkeypatch):
+    """tools/lock.py on a local index (a PEP 503 page, hashes in the links) and a wheel folder: every file of
+    the pinned version, none of another version, one hash per distinct file."""
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lock", ROOT / "tools" / "lock.py")
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    page = tmp_path / "simple" / "demo-pkg"
+    page.mkdir(parents=True)
+    a, b, old = "a" * 64, "b" * 64, "c" * 64
+    page.joinpath("index.html").write_text(
+        f'<a href="../../files/demo_pkg-1.0-py3-none-any.whl#sha256={a}">demo_pkg-1.0-py3-none-any.whl</a>\n'
+        f'<a href="../../files/demo_pkg-1.0.tar.gz#sha256={b}">demo_pkg-1.0.tar.gz</a>\n'
+        f'<a href="../../files/demo_pkg-0.9-py3-none-any.whl#sha256={old}">demo_pkg-0.9-py3-none-any.whl</a>\n')
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "demo_pkg-1.0-cp311-cp311-linux_x86_64.whl").write_bytes(b"local build")
+    (wheels / "other-1.0-py3-none-any.whl").write_bytes(b"another package")
+    monkeypatch.setattr(lock, "pip_config", lambda: {"index-url": f"file://{tmp_path}/simple",
+                                                      "find-links": str(wheels)})
+    assert lock.hashes({"demo-pkg": "1.0"}) == {"demo-pkg": sorted([a, b, hashlib.sha256(b"local build").hexdigest()])}
+    with pytest.raises(SystemExit, match="demo-pkg==2.0: no file"):
+        lock.hashes({"demo-pkg": "2.0"})

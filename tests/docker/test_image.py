@@ -283,8 +283,11 @@ def test_distillation_job_resumes_in_the_image(engine, image, tmp_path):
     small = ["max_length=32", "train.batch_size=8", "train.grad_accum=1", f"train.max_steps={steps}",
              "train.save_every=10", "train.device=cpu", "train.progress=false"]
     name = f"distil-test-job-{os.getpid()}"
-    run = [engine, "run", "--name", name, *(a for n, p in volumes.items() for a in ("-v", f"{p}:{mounts[n]}")),
-           image, *command, *c["args"], *small]
+    # As locked down as the Job's securityContext: read-only root (temp files on the /tmp volume), no capability.
+    assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    locked = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    run = [engine, "run", "--name", name, *locked,
+           *(a for n, p in volumes.items() for a in ("-v", f"{p}:{mounts[n]}")), image, *command, *c["args"], *small]
     subprocess.run([engine, "rm", "-f", name], capture_output=True)
     first = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -312,16 +315,31 @@ def compose_command(engine: str) -> list[str]:
     return ["docker", "compose"]
 
 
-def test_compose_api_service_ready_through_published_port(engine, image, models):
-    port = free_port()
-    cmd = [*compose_command(engine), "-p", f"distiltest{os.getpid()}", "-f", str(ROOT / "docker-compose.yml")]
-    env = {**os.environ, "MODELS_DIR": str(models["student"].parent), "API_PORT": str(port)}
+def test_compose_api_service_ready_through_published_port(engine, image, models, tmp_path):
+    """As the README says to run it: the key in an env file, Grafana's password in the environment; the API
+    container read-only, without capabilities, answering only with the key."""
+    port, project = free_port(), f"distiltest{os.getpid()}"
+    cmd = [*compose_command(engine), "-p", project, "-f", str(ROOT / "docker-compose.yml")]
+    key = "compose-test-key"
+    (tmp_path / "api.env").write_text(f"DISTIL_API_KEY={key}\n")
+    env = {**os.environ, "MODELS_DIR": str(models["student"].parent), "API_PORT": str(port),
+           "API_ENV_FILE": str(tmp_path / "api.env"), "GRAFANA_ADMIN_PASSWORD": "compose-test-password"}
     up = subprocess.run([*cmd, "up", "-d", "api"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         RESULTS["compose_ready_seconds"] = round(wait_ok(f"http://127.0.0.1:{port}/ready", timeout=300), 2)
-        r = httpx.post(f"http://127.0.0.1:{port}/classify", json={"inputs": TEXTS}, timeout=30)
+        url = f"http://127.0.0.1:{port}/classify"
+        assert httpx.post(url, json={"inputs": TEXTS}, timeout=30).status_code == 401
+        r = httpx.post(url, json={"inputs": TEXTS}, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         assert r.status_code == 200 and len(r.json()["predictions"]) == len(TEXTS)
+        (api,) = subprocess.run([engine, "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
+                                 "--filter", "label=com.docker.compose.service=api"],
+                                capture_output=True, text=True).stdout.split()
+        (c,) = json.loads(subprocess.run([engine, "inspect", api], capture_output=True, text=True).stdout)
+        assert c["HostConfig"]["ReadonlyRootfs"] is True, c["HostConfig"]
+        assert any("no-new-privileges" in o for o in c["HostConfig"]["SecurityOpt"]), c["HostConfig"]["SecurityOpt"]
+        if engine == "podman":  # the capabilities the process really has: none
+            assert not c["EffectiveCaps"], c["EffectiveCaps"]
     finally:
         subprocess.run([*cmd, "down", "-t", "5"], cwd=ROOT, env=env, capture_output=True, timeout=300)
 
