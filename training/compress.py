@@ -325,7 +325,11 @@ def run_compress(cfg: CompressConfig) -> dict:
         seed_all(cfg.seed)
         command = command_line(cfg)  # as typed, before the defaults that depend on the teacher are filled in
         log.info("compress: %s", command)
-        prep = prepare(cfg)
+        try:
+            prep = prepare(cfg)
+        except InputError as e:
+            log.error("nothing trained: %s", e)
+            raise
         cfg = replace(cfg, max_length=prep.max_length)
         _log_data(cfg, prep)
         run = Run(cfg, prep, command)

@@ -324,6 +324,7 @@ def test_bad_input_is_refused_before_training(case, tmp_path):
     with pytest.raises(ValueError, match=message):
         compress(**args)
     assert not (tmp_path / "out" / "work").exists() and not (tmp_path / "out" / ".stages").exists()
+    assert "nothing trained" in (tmp_path / "out" / "compress.log").read_text()
 
 
 def _free_port() -> int:
