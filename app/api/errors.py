@@ -29,6 +29,14 @@ class HeadersTooLarge(core.ServiceError):
     """The request line and headers exceed ``max_header_bytes`` (an HTTP-layer concern)."""
 
 
+class BadPath(core.ServiceError):
+    """The request path holds a control character (an HTTP-layer concern)."""
+
+
+class NoRoute(core.ServiceError):
+    """No route matches the request path exactly (an HTTP-layer concern)."""
+
+
 log = logging.getLogger("app.errors")
 
 # Most specific first: the first class the exception is an instance of wins.
@@ -36,6 +44,8 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (core.InvalidInput, 422, "validation"),
     (core.TooManyInputs, 413, "payload_too_large"),
     (core.UnknownModel, 404, "not_found"),
+    (NoRoute, 404, "not_found"),
+    (BadPath, 400, "validation"),
     (core.Unsupported, 400, "unsupported"),
     (Unauthorized, 401, "unauthorized"),
     (SlowBody, 408, "timeout"),

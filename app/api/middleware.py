@@ -12,11 +12,11 @@ import asyncio
 import logging
 import os
 import random
+import re
 import time
 import uuid
 
 from fastapi import FastAPI, Request
-from fastapi.routing import iter_route_contexts
 from pydantic import ValidationError
 
 from ..core.errors import ClientDisconnected, ServiceError, TooManyInputs, Unavailable
@@ -24,12 +24,15 @@ from ..core.metrics import ModelMetrics
 from ..core.service import Service, Status
 from .deps import check_authorization
 from .errors import HeadersTooLarge, SlowBody, render_exception, render_unexpected, render_validation
-from .inference import DirectRoute, InferenceRoute, direct_routes
+from .inference import DirectRoute
 from .record import SCOPE_KEY, RequestRecord
+from .routing import MAX_ECHOED_PATH, RouteTable
 from .schemas import precheck_body
 
 access_log = logging.getLogger("app.access")
 
+# Kept as the request id when a client sends one like it; else a new one is drawn.
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 QUIET_PATHS = frozenset(("/health", "/ready", "/metrics"))  # logged only when they fail
 BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
@@ -39,45 +42,38 @@ class RequestContext:
         self.app = app
         self.service = service
         self.fastapi_app = fastapi_app
-        self._inference_paths: frozenset[str] | None = None
-        self._direct: dict[str, DirectRoute] | None = None
+        self._routes: RouteTable | None = None
         self._unrouted = service.metrics.bind("none", "none")  # refused before a model was chosen
         # uuid4's os.urandom cost 0.33 ms per call on the README's machine; an id only has to be
         # unique, so a generator seeded once from the OS draws them.
         self._rng = random.Random(os.urandom(16))
 
     @property
-    def inference_paths(self) -> frozenset[str]:
-        """The paths of the routes their router marked as inference routes (read once)."""
-        if self._inference_paths is None:
-            routes = iter_route_contexts(self.fastapi_app.routes)
-            self._inference_paths = frozenset(c.path for c in routes if isinstance(c.original_route, InferenceRoute))
-        return self._inference_paths
-
-    @property
-    def direct(self) -> dict[str, DirectRoute]:
-        if self._direct is None:
-            self._direct = direct_routes(self.fastapi_app.routes)
-        return self._direct
+    def routes(self) -> RouteTable:
+        """The app's routes as the router matches them (read once, after every router is included)."""
+        if self._routes is None:
+            self._routes = RouteTable(self.fastapi_app.routes)
+        return self._routes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        rid, length, authorization, content_type = "", None, b"", b""
+        rid, length, authorization, content_type = b"", None, b"", b""
         header_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         for k, v in scope["headers"]:
             header_bytes += len(k) + len(v) + 4
             if k == b"x-request-id":
-                rid = v.decode("latin-1")[:128]
+                rid = v
             elif k == b"content-length":
                 length = v
             elif k == b"authorization":
                 authorization = v
             elif k == b"content-type":
                 content_type = v
-        record = RequestRecord(rid or uuid.UUID(int=self._rng.getrandbits(128), version=4).hex, start,
-                               inference=scope["path"] in self.inference_paths)
+        # A client's id is echoed in a header and written to the log: only a short, plain one is kept.
+        rid = rid.decode("ascii") if rid and REQUEST_ID.fullmatch(rid) else self._new_id()
+        record = RequestRecord(rid, start)
         scope[SCOPE_KEY] = record
         status = 500
 
@@ -98,6 +94,9 @@ class RequestContext:
 
         try:
             try:
+                # The route decides before anything else: a path no route matches exactly is refused here.
+                target = self.routes.resolve(scope["method"], scope["path"])
+                record.inference, record.route = target.inference, target.path
                 if header_bytes > self.service.settings.max_header_bytes:
                     raise HeadersTooLarge(f"the request line and headers take {header_bytes:,} bytes, over the "
                                           f"{self.service.settings.max_header_bytes:,}-byte limit")
@@ -118,9 +117,9 @@ class RequestContext:
             if body is None:  # the client left while sending: not a server error
                 status, record.error_type = 499, "cancelled"
                 return
-            if (body and scope["method"] == "POST" and content_type == b"application/json"
-                    and (route := self.direct.get(scope["path"]))):
-                response = await self._call_direct(route, scope, receive, body, record)
+            if (body and target.direct is not None and scope["method"] == "POST"
+                    and content_type == b"application/json"):
+                response = await self._call_direct(target.direct, scope, receive, body, record)
                 await response(scope, receive, send_with_headers)
                 return
             record.body = body
@@ -137,7 +136,7 @@ class RequestContext:
         parser), its errors answered as FastAPI's handlers answer them (app/api/errors.py)."""
         try:
             parsed = route.body.model_validate_json(body)
-            return await route.endpoint(parsed, Request(scope, receive))
+            return await route(parsed, Request(scope, receive))
         except ValidationError as e:
             return render_validation(e.errors(include_url=False, include_context=False, include_input=False),
                                      record)
@@ -176,8 +175,11 @@ class RequestContext:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    def _new_id(self) -> str:
+        return uuid.UUID(int=self._rng.getrandbits(128), version=4).hex
+
     def _finish(self, scope, record: RequestRecord, status: int, elapsed: float) -> None:
-        path = scope["path"]
+        path = record.route or scope["path"][:MAX_ECHOED_PATH]  # a label and a log field of bounded size
         if record.inference:
             engine = self.service.engine
             if record.model and engine is not None:

@@ -17,6 +17,7 @@ class RequestRecord:
     request_id: str
     start: float  # time.perf_counter() when the request arrived
     inference: bool = False  # the route is an inference route (app/api/inference.py)
+    route: str | None = None  # the path template of the route that runs it (app/api/routing.py)
     model: str | None = None
     role: str | None = None
     inputs: int | None = None

@@ -8,8 +8,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..core.errors import InvalidInput, Unsupported
+from ..settings import MAX_MODEL_NAME, MODEL_NAME_PATTERN
 
 Inputs = str | list[str]
+# No configured model has another name: a longer or odder one is a short 422, never echoed whole.
+ModelName = Annotated[str, Field(max_length=MAX_MODEL_NAME, pattern=MODEL_NAME_PATTERN)]
 TOKEN_IDS_UNSUPPORTED = ("token-id input is not supported (ids of OpenAI's tokenizer do not map onto WordPiece); "
                          "send strings")
 
@@ -103,7 +106,7 @@ class _WithInputs(BaseModel):
 
 
 class _Request(_WithInputs):
-    model: str | None = Field(default=None, description="Model name; default: the configured default")
+    model: ModelName | None = Field(default=None, description="Model name; default: the configured default")
 
 
 class ClassifyRequest(_Request):
@@ -134,8 +137,8 @@ class EmbedResponse(BaseModel):
 
 class CompareRequest(_WithInputs):
     task: Literal["classify", "embed"]
-    teacher: str | None = Field(default=None, description="Default: the first model with role teacher")
-    student: str | None = Field(default=None, description="Default: the first model with role student")
+    teacher: ModelName | None = Field(default=None, description="Default: the first model with role teacher")
+    student: ModelName | None = Field(default=None, description="Default: the first model with role student")
 
 
 class ModelOutputs(BaseModel):
@@ -164,7 +167,7 @@ class OpenAIEmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we ignore (user, ...)
 
     input: str | list[str] | list[int] | list[list[int]]
-    model: str
+    model: ModelName
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: str | None = None

@@ -212,11 +212,12 @@ class Service:
     # -- request steps ----------------------------------------------------------------
     def backend(self, name: str | None) -> Backend:
         if self.status not in (Status.READY, Status.DRAINING):  # draining: accepted requests still finish
-            reason = self.failure if self.status == Status.FAILED else self.status
+            # A word to the client; the failure itself (paths, checkpoint keys) is in the log and /info.
+            reason = "model loading failed" if self.status == Status.FAILED else self.status
             raise Unavailable(f"service not ready ({reason})")
         name = name or self.settings.default_name
         if name not in self.backends:
-            raise UnknownModel(f"unknown model {name!r}; available: {sorted(self.backends)}")
+            raise UnknownModel(f"unknown model {name[:64]!r}; available: {sorted(self.backends)}")
         return self.backends[name]
 
     def backend_with_role(self, role: str) -> Backend:

@@ -39,7 +39,8 @@ async def metrics(service: ServiceDep) -> Response:
 async def info(service: ServiceDep) -> Response:
     s = service.settings
     models = []
-    for b in service.backends.values():
+    # A snapshot: the loader thread adds backends while /info may be asked.
+    for b in list(service.backends.values()):
         entry = b.info() | {"serves": list(b.serves)}
         if service.engine:
             entry["latency"] = service.engine.live_percentiles(b.name)
