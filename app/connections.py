@@ -14,8 +14,9 @@ middleware can count it. Here, whichever parser runs:
   ``max_header_bytes`` the answer is 431 with ``connection: close``, having read at most the limit
   plus one read of the socket (asyncio reads 256 KiB at most).
 
-The cost per request is two state checks per read: a head that arrives whole in one read (nearly
-every head) never arms a timer; one handle per connection, and one per head that arrives in pieces.
+The cost per request is two state checks per read (with h11, also a look at its buffer after each
+response): a head that arrives whole in one read (nearly every head) never arms a timer; one timer
+handle per connection, and one per head that arrives in pieces.
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ class HeadDeadline:
 
     def _head_expired(self) -> None:
         self._head_timer = None
-        # A pipelined head awaited while the response before it runs: the response first; after
-        # it, uvicorn's keep-alive timer runs again, and the next byte arms this one.
-        if not self.transport.is_closing() and not self._in_flight():
+        if self.transport.is_closing():
+            return
+        if self._in_flight():  # a pipelined head awaited while the response before it runs: that first
+            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_expired)
+        else:
             self.transport.close()
 
     def _refuse(self) -> None:
@@ -107,6 +110,14 @@ class H11WithDeadlines(HeadDeadline, H11Protocol):
         counting = self.conn.their_state is h11.IDLE
         super().data_received(data)
         self._track(counting, self.conn.their_state is h11.IDLE, len(data))
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # The start of a pipelined head, read while the response ran, waits in h11's buffer: its
+        # deadline starts now (a head that came whole is parsed by now, the state no longer IDLE).
+        if (self._head_timer is None and self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]
+                and not self.transport.is_closing()):
+            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_expired)
 
     def send_400_response(self, msg: str) -> None:
         # h11's own bound on an incomplete head (h11_max_incomplete_event_size = max_header_bytes)

@@ -178,6 +178,21 @@ def test_a_second_head_that_stalls_is_closed_within_the_header_timeout(server):
         sock.close()
 
 
+def test_pipelined_requests_are_answered_and_a_partial_one_after_them_is_cut(server):
+    sock = _connect(server, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /ready HTTP/1.1\r\nHost: x\r\n\r\n"
+                            b"GET /health HTTP/1.1\r\n")
+    try:
+        answer, start = b"", time.monotonic()
+        sock.settimeout(HEADER_TIMEOUT_S + 2.0)
+        with contextlib.suppress(ConnectionError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.count(b"HTTP/1.1 200") == 2, answer
+        assert time.monotonic() - start < HEADER_TIMEOUT_S + 1.0
+    finally:
+        sock.close()
+
+
 def _get_rest(sock: socket.socket, rest: bytes) -> bytes:
     sock.sendall(rest)
     answer = b""
