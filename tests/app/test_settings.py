@@ -42,3 +42,10 @@ def test_a_bad_file_value_is_refused_with_its_name(tmp_path, monkeypatch):
     monkeypatch.delenv("DISTIL_CONFIG", raising=False)
     with pytest.raises(ValueError, match="max_batch_size"):
         load_settings(cfg)
+
+
+def test_ops_port_is_off_by_default_and_must_differ_from_the_port():
+    assert Settings(models=MODELS).ops_port is None
+    assert Settings(models=MODELS, ops_port=9000).ops_port == 9000
+    with pytest.raises(ValueError, match="ops_port"):
+        Settings(models=MODELS, port=9000, ops_port=9000)
