@@ -58,6 +58,10 @@ class ModelSpec(BaseModel):
     # fp32 | fp16 | bf16 on CUDA (onnx on CUDA: fp32). None: the service's dtype.
     backend: str = "torch"
     precision: str | None = None
+    # backend onnx: the SHA-256 of the export it serves (CHECKPOINT/onnx/PRECISION.onnx), recorded here, where the
+    # service is configured, by `make models` (experiments/variants.py). The manifest beside an export catches
+    # corruption; this catches an export replaced together with its manifest: a mismatch fails the load.
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("backend")
     @classmethod
@@ -72,6 +76,13 @@ class ModelSpec(BaseModel):
         if v is not None and v not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _sha256_names_an_export(self) -> ModelSpec:
+        if self.sha256 is not None and self.backend != "onnx":
+            raise ValueError(f"model {self.name}: sha256 is the digest of an ONNX export; backend {self.backend!r} "
+                             "serves none (set backend onnx, or drop sha256)")
+        return self
 
 
 class Settings(BaseSettings):

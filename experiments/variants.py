@@ -9,7 +9,7 @@ news sentences, batch-1 latency and batch-32 throughput (variants take turns on 
 machine's drift falls on all alike). Budget: an int8 variant loses at most 1.0 point of accuracy
 (in-domain and out-of-domain mean) and keeps a mean embedding cosine of at least 0.98 to its fp32
 model. Writes results.json["variants"], the README section and the backend/precision of each entry
-of serve.json.
+of serve.json (with the SHA-256 of an ONNX export, which the service checks when it loads it).
 
     python -m experiments.variants [--artifacts artifacts] [--readme README.md]
 """
@@ -264,13 +264,21 @@ def markdown(v: dict) -> str:
     return "\n".join(lines)
 
 
-def update_serve(serve_file: Path, chosen: dict[str, str]) -> dict:
-    """Each serve.json entry whose checkpoint was measured gets its chosen backend and precision."""
+def update_serve(serve_file: Path, chosen: dict[str, str], artifacts: Path) -> dict:
+    """Each serve.json entry whose checkpoint was measured gets its chosen backend and precision, and for an
+    ONNX one the SHA-256 of the export measured (artifacts/NAME/onnx/PRECISION.onnx), which the service checks
+    when it loads it."""
+    from model.checkpoint import file_sha256
+    from model.export import export
+
     cfg = json.loads(serve_file.read_text())
     for entry in cfg["models"]:
         name = Path(entry["path"]).name
         if name in chosen:
             entry["backend"], entry["precision"] = chosen[name].split()
+            entry.pop("sha256", None)
+            if entry["backend"] == "onnx":  # the cached export, already built and checked by the measurement
+                entry["sha256"] = file_sha256(export(artifacts / name, entry["precision"]).path)
     serve_file.write_text(json.dumps(cfg, indent=2) + "\n")
     return cfg
 
@@ -350,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     results["variants"] = v
     results_file.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if (args.artifacts / "serve.json").is_file():
-        update_serve(args.artifacts / "serve.json", v["chosen"])
+        update_serve(args.artifacts / "serve.json", v["chosen"], args.artifacts)
     block = markdown(v)
     if args.readme:
         write_section(args.readme, "variants", block)

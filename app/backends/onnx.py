@@ -11,13 +11,24 @@ from pathlib import Path
 import torch
 
 import model
-from model.export import export, session
+from model.checkpoint import file_sha256
+from model.export import ExportError, export, session
 
 from ..settings import ModelSpec
 from .base import Backend, OutputSpec, check_vocabulary, postprocess
 from .torch import TorchBackend
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def check_digest(spec: ModelSpec, path: Path) -> None:
+    """The export is the one the configuration names (its sha256), else ExportError: the model fails to load."""
+    actual = file_sha256(path)
+    if actual != spec.sha256:
+        raise ExportError(
+            f"model {spec.name}: {path} has SHA-256 {actual}, not the {spec.sha256} its configuration records "
+            "(sha256); refusing to serve it. If the export was rebuilt on purpose, record its digest again "
+            "(experiments.variants writes it into serve.json)")
 
 
 class OnnxBackend(Backend):
@@ -38,6 +49,8 @@ class OnnxBackend(Backend):
         # Built once and cached beside the checkpoint; a corrupt cache raises ExportError here, so the
         # model fails to load (the service reports it) instead of serving wrong numbers.
         self.export = export(self.path, precision)
+        if spec.sha256 is not None:
+            check_digest(spec, self.export.path)
         provider = PROVIDERS[device.type]
         options = {"device_id": device.index or 0} if device.type == "cuda" else None
         self.session = session(self.export, threads, provider, options)

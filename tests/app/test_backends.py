@@ -118,6 +118,53 @@ def test_corrupt_export_is_not_served(ckpts, tmp_path):
         assert r.status_code == 503
 
 
+def test_export_replaced_with_its_manifest_fails_the_configured_digest(ckpts, tmp_path, caplog):
+    """The manifest beside an export vouches only for corruption: an export replaced together with its manifest
+    passes it. The digest the configuration records (the entry's sha256) refuses it; the right one loads."""
+    import hashlib
+    import json
+
+    from model.export import export
+
+    path = tmp_path / "student"
+    shutil.copytree(ckpts["student"], path, ignore=shutil.ignore_patterns("onnx"))
+    exp = export(path, "fp32")
+    recorded = hashlib.sha256(exp.path.read_bytes()).hexdigest()
+
+    def serve(sha256: str) -> TestClient:
+        spec = ModelSpec(name="student", path=path, role="student", backend="onnx", sha256=sha256)
+        return TestClient(create_app(make_settings(ckpts, models=[spec])))
+
+    with serve(recorded) as c:
+        wait_ready(c)
+        assert c.post("/classify", json={"inputs": "the movie was great"}).status_code == 200
+    data = bytearray(exp.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    exp.path.write_bytes(bytes(data))
+    manifest = exp.path.with_suffix(".json")
+    meta = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**meta, "sha256": hashlib.sha256(bytes(data)).hexdigest()}))
+    assert export(path, "fp32").path == exp.path  # the manifest alone accepts the replaced file
+    with caplog.at_level("ERROR"), serve(recorded) as c:
+        for _ in range(500):
+            if c.get("/health").status_code == 503:
+                break
+            asyncio.run(asyncio.sleep(0.02))
+        failure = c.get("/info").json()["failure"]
+        assert f"not the {recorded} its configuration records" in failure, failure
+        assert c.get("/ready").status_code == 503
+        assert c.post("/classify", json={"inputs": "the movie was great"}).status_code == 503
+    assert "model loading failed" in caplog.text and f"not the {recorded}" in caplog.text
+
+
+def test_sha256_is_an_onnx_exports_digest():
+    with pytest.raises(ValidationError, match="sha256 is the digest of an ONNX export; backend 'torch' serves none"):
+        ModelSpec(name="m", path="/m", sha256="0" * 64)
+    with pytest.raises(ValidationError, match="sha256"):
+        ModelSpec(name="m", path="/m", backend="onnx", sha256="not-a-digest")
+    assert ModelSpec(name="m", path="/m", backend="onnx", sha256="a" * 64).sha256 == "a" * 64
+
+
 @pytest.mark.parametrize(("entry", "device", "message"), [
     ({"backend": "tensorrt"}, "cpu", "backend must be one of torch, onnx, got 'tensorrt'"),
     ({"precision": "int4"}, "cpu", "precision must be one of fp32, int8, int8_mixed, fp16, bf16, got 'int4'"),

@@ -67,9 +67,34 @@ def test_serve_json_and_readme(artifacts, measured):
     assert (f"{entries['student-embedder']['backend']} {entries['student-embedder']['precision']}"
             == chosen["student_embedder"])
     assert "backend" not in entries["elsewhere"]
+    # An ONNX entry names the digest of the export it serves; the service checks it on load.
+    from model.checkpoint import file_sha256
+
+    for name, folder in (("student", "student"), ("student-embedder", "student_embedder")):
+        e = entries[name]
+        if e["backend"] == "onnx":
+            assert e["sha256"] == file_sha256(artifacts / folder / "onnx" / f"{e['precision']}.onnx"), name
+        else:
+            assert "sha256" not in e, name
     text = (artifacts / "README.md").read_text()
     assert "\nold\n" not in text and "| student | onnx int8" in text and "(served)" in text
     assert "Not measured (not in the artifacts folder then): teacher_embedder." in text
+
+
+def test_update_serve_records_the_digest_of_each_onnx_export(artifacts, measured, tmp_path):
+    """Whatever the timings chose above: an entry switched to ONNX gets its export's SHA-256, one switched
+    back to torch loses it."""
+    from model.checkpoint import file_sha256
+
+    serve = tmp_path / "serve.json"
+    serve.write_text((artifacts / "serve.json").read_text())
+    variants.update_serve(serve, {"student": "onnx int8", "student_embedder": "onnx fp32"}, artifacts)
+    entries = {e["name"]: e for e in json.loads(serve.read_text())["models"]}
+    assert entries["student"]["sha256"] == file_sha256(artifacts / "student" / "onnx" / "int8.onnx")
+    assert entries["student-embedder"]["sha256"] == file_sha256(artifacts / "student_embedder" / "onnx" / "fp32.onnx")
+    variants.update_serve(serve, {"student": "torch fp32"}, artifacts)
+    entries = {e["name"]: e for e in json.loads(serve.read_text())["models"]}
+    assert "sha256" not in entries["student"] and entries["student-embedder"]["sha256"]
 
 
 def test_budget():
