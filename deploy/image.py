@@ -4,6 +4,9 @@
     python -m deploy.image base          # the base image: the default if pullable, else mmdebstrap's
     python -m deploy.image build         # base + the CPU image (docker/Dockerfile)
 
+Each build records the base it was built on, by image ID and digest, in deploy/results/base.json (the
+mmdebstrap base is made here, so no registry vouches for it: its ID is what identifies it later).
+
 Podman is preferred: it runs as root without a daemon. Where no image registry can be reached,
 the base is a Debian bookworm root filesystem made with mmdebstrap and imported, built once and
 then reused. Inside a podman build the package index is reached the way the host reaches it: the
@@ -14,6 +17,7 @@ and folder it names (CA bundle, constraints, local wheel folders), and torch com
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -25,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "distilbert-serve:cpu"
 DEFAULT_BASE = "docker.io/library/python:3.11-slim-bookworm"  # the Dockerfile's PYTHON_IMAGE default
 LOCAL_BASE = "localhost/distilbert-serve-base:bookworm"
+BASE_RECORD = ROOT / "deploy" / "results" / "base.json"
 # python3-venv for the virtual environment, passwd for useradd: the two things the Dockerfile needs
 # beyond Debian's minimal base.
 DEBIAN_PACKAGES = "python3,python3-venv,passwd"
@@ -119,9 +124,23 @@ def base(eng: str) -> str:
     return LOCAL_BASE
 
 
-def build(eng: str, tag: str = IMAGE, base_image: str | None = None) -> float:
-    """Build docker/Dockerfile as ``tag``; returns the seconds it took."""
+def base_record(eng: str, ref: str) -> dict:
+    """What identifies a base image: its ID and digest as the engine reports them (content addresses)."""
+    out = subprocess.run([eng, "image", "inspect", ref], capture_output=True, text=True, check=True).stdout
+    (info,) = json.loads(out)
+    return {"ref": ref, "id": info["Id"], "digest": info.get("Digest"), "repo_digests": info.get("RepoDigests") or [],
+            "created": info.get("Created"), "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            **({"made_by": f"mmdebstrap --variant=minbase bookworm, with {DEBIAN_PACKAGES}"} if ref == LOCAL_BASE
+               else {})}
+
+
+def build(eng: str, tag: str = IMAGE, base_image: str | None = None, record: Path | None = BASE_RECORD) -> float:
+    """Build docker/Dockerfile as ``tag`` (its base's ID and digest written to ``record``); returns the seconds
+    it took."""
     base_image = base_image or base(eng)
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(base_record(eng, base_image), indent=2) + "\n")
     cmd = [eng, "build", "-f", "docker/Dockerfile", "-t", tag, "--build-arg", f"PYTHON_IMAGE={base_image}"]
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:

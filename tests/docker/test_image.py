@@ -57,6 +57,7 @@ def image(engine) -> str:
     """Builds the image as `make image` does (a no-op when `make test-image` has just built it)."""
     img.build(engine)
     RESULTS["size_bytes"] = img.image_size(engine, img.IMAGE)
+    RESULTS["base_image"] = json.loads(img.BASE_RECORD.read_text())  # by ID and digest, as the build recorded it
     return img.IMAGE
 
 

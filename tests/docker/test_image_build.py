@@ -47,3 +47,25 @@ def test_report_writes_the_readme_line_from_the_results(tmp_path):
     flat = " ".join(text.split())
     assert f"**{results['size_bytes'] / 1e9:.2f} GB**" in flat and f"**{results['cold_start_seconds']:.1f} s**" in flat
     assert f"{results['sigterm']['answered_200']}/{results['sigterm']['in_flight']} answered" in flat
+
+
+def test_build_records_its_base_by_id_and_digest(tmp_path):
+    """The image's base (mmdebstrap's, made here: no registry vouches for it) is written down by content
+    address before each build; an engine that only answers inspect and build stands in for podman."""
+    from deploy import image
+
+    base_id, digest = "a" * 64, "sha256:" + "b" * 64
+    engine = tmp_path / "engine"
+    engine.write_text("#!/bin/sh\n"
+                      f'if [ "$1 $2" = "image inspect" ]; then echo \'[{{"Id": "{base_id}", "Digest": "{digest}", '
+                      '"RepoDigests": [], "Created": "2026-12-01T00:00:00Z"}]\'; fi\n'
+                      f'echo "$*" >> {tmp_path / "calls"}\n')
+    engine.chmod(0o755)
+    record = tmp_path / "base.json"
+    image.build(str(engine), base_image=image.LOCAL_BASE, record=record)
+    saved = json.loads(record.read_text())
+    assert (saved["ref"], saved["id"], saved["digest"]) == (image.LOCAL_BASE, base_id, digest)
+    assert "mmdebstrap" in saved["made_by"]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == f"image inspect {image.LOCAL_BASE}" and f"PYTHON_IMAGE={image.LOCAL_BASE}" in calls[1]
+    assert image.BASE_RECORD == ROOT / "deploy" / "results" / "base.json"
