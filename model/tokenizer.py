@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tokenizers import Encoding
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
@@ -102,6 +103,16 @@ class Tokenizer:
     def tokenize_ids(self, texts: list[str]) -> list[list[int]]:
         """Ids with [CLS]/[SEP], untruncated."""
         return [e.ids for e in self.backend.encode_batch(texts)]
+
+    def pieces(self, texts: list[str]) -> list[Encoding]:
+        """Each text's encoding without [CLS]/[SEP] (``.ids``, ``.tokens``, ``.offsets``): the segments
+        a sentence pair is assembled from (``pair_ids``)."""
+        return self.backend.encode_batch(texts, add_special_tokens=False)
+
+    def pair_ids(self, a: list[int], b: list[int]) -> tuple[list[int], int]:
+        """BERT's pair format, [CLS] a [SEP] b [SEP] (DistilBERT's too, as `transformers` writes it), and
+        the index where segment B starts: token_type_ids are 0 before it and 1 from it on."""
+        return [self.cls_id, *a, self.sep_id, *b, self.sep_id], len(a) + 2
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenize_ids(texts)]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..backends.base import Text
 from ..core.errors import InvalidInput, Unsupported
 from ..settings import MAX_MODEL_NAME, MODEL_NAME_PATTERN
 
 Inputs = str | list[str]
+# A text, or a sentence pair [text, text_pair] (tokenized as [CLS] text [SEP] text_pair [SEP]).
+PairInputs = str | list[str | tuple[str, str]]
 # No configured model has another name: a longer or odder one is a short 422, never echoed whole.
 ModelName = Annotated[str, Field(max_length=MAX_MODEL_NAME, pattern=MODEL_NAME_PATTERN)]
 TOKEN_IDS_UNSUPPORTED = ("token-id input is not supported (ids of OpenAI's tokenizer do not map onto WordPiece); "
@@ -41,12 +44,21 @@ def _json_type(x: object) -> str:
             type(None): "null"}.get(type(x), type(x).__name__)
 
 
-def precheck(data: Any, field: str, known: frozenset[str] | None = None, token_ids: bool = False) -> Any:
+def _check_text(t: str, where: str) -> None:
+    if not t.isascii():
+        try:
+            t.encode()
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{where} is not valid Unicode: an unpaired surrogate at character {e.start}") from None
+
+
+def precheck(data: Any, field: str, known: frozenset[str] | None = None, token_ids: bool = False,
+             pairs: bool = False) -> Any:
     """Cheap checks on the parsed JSON before pydantic validates it element by element: a 2 MB
     list of integers would otherwise cost one error object per element, seconds on the event loop.
     Unknown fields (``known``), the element types of ``field`` and lone surrogates (which no
     tokenizer can encode) each end in one error. ``token_ids``: a list of numbers or of lists
-    is token-id input, refused as unsupported."""
+    is token-id input, refused as unsupported. ``pairs``: an element may be a [text, text_pair] pair."""
     if not isinstance(data, dict):
         return data
     if known is not None and (unknown := [k for k in data if k not in known]):
@@ -59,49 +71,58 @@ def precheck(data: Any, field: str, known: frozenset[str] | None = None, token_i
         return data
     for i, t in enumerate([value] if single else value):
         where = field if single else f"{field}[{i}]"
+        if pairs and not single and isinstance(t, list):
+            if len(t) != 2 or not all(isinstance(x, str) for x in t):
+                raise ValueError(f"{where} must be a string or a pair [text, text_pair] of two strings, not an "
+                                 f"array of {len(t)} {'strings' if all(isinstance(x, str) for x in t) else 'values'}")
+            _check_text(t[0], f"{where}[0]")
+            _check_text(t[1], f"{where}[1]")
+            continue
         if not isinstance(t, str):
             if token_ids and isinstance(t, int | list) and not isinstance(t, bool):
                 raise Unsupported(TOKEN_IDS_UNSUPPORTED)
-            raise ValueError(f"{where} must be a string, not {_json_type(t)}")
-        if not t.isascii():
-            try:
-                t.encode()
-            except UnicodeEncodeError as e:
-                raise ValueError(f"{where} is not valid Unicode: an unpaired surrogate at character {e.start}"
-                                 ) from None
+            pair = " or a pair [text, text_pair]" if pairs else ""
+            raise ValueError(f"{where} must be a string{pair}, not {_json_type(t)}")
+        _check_text(t, where)
     return data
 
 
-def _check_inputs(v: Inputs) -> list[str]:
+def _check_inputs(v: PairInputs, field: str = "inputs") -> list:
     texts = [v] if isinstance(v, str) else v
     if not texts:
-        raise ValueError("inputs must not be empty: send a string or a non-empty list of strings")
+        raise ValueError(f"{field} must not be empty: send a string or a non-empty list of strings")
     for i, t in enumerate(texts):
-        if not t.strip():
-            raise ValueError(f"inputs[{i}] is empty or whitespace only")
+        if isinstance(t, str):
+            if not t.strip():
+                raise ValueError(f"{field}[{i}] is empty or whitespace only")
+        else:
+            for j, part in enumerate(t):
+                if not part.strip():
+                    raise ValueError(f"{field}[{i}][{j}] is empty or whitespace only (a pair needs two texts)")
     return texts
 
 
 class _WithInputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    _pairs: ClassVar[bool] = False  # inputs may hold [text, text_pair] pairs
 
     inputs: Inputs = Field(description="A string or a list of strings")
-    truncate: bool = Field(default=True, description="Cut inputs longer than the model's max length; "
-                           "if false such inputs are a 422")
+    truncate: bool = Field(default=True, description="Cut inputs longer than the model's max length (a pair's "
+                           "longer text first); if false such inputs are a 422")
 
     @model_validator(mode="before")
     @classmethod
     def _precheck(cls, data: Any) -> Any:
-        return precheck(data, "inputs", frozenset(cls.model_fields))
+        return precheck(data, "inputs", frozenset(cls.model_fields), pairs=cls._pairs)
 
     @field_validator("inputs")
     @classmethod
-    def _inputs(cls, v: Inputs) -> Inputs:
+    def _inputs(cls, v: PairInputs) -> PairInputs:
         _check_inputs(v)
         return v
 
     @property
-    def texts(self) -> list[str]:
+    def texts(self) -> list[Text]:
         return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
 
 
@@ -110,6 +131,9 @@ class _Request(_WithInputs):
 
 
 class ClassifyRequest(_Request):
+    _pairs: ClassVar[bool] = True
+    inputs: PairInputs = Field(description="A string, or a list of strings and [text, text_pair] pairs "
+                               "(a cross-encoder's input: [CLS] text [SEP] text_pair [SEP])")
     raw_scores: bool = Field(default=False, description="Return logits instead of probabilities")
 
 

@@ -33,6 +33,7 @@ def check_digest(spec: ModelSpec, path: Path) -> None:
 
 class OnnxBackend(Backend):
     backend = "onnx"
+    token_types = False  # the export's inputs are input_ids and attention_mask: BERT pairs are refused (400)
 
     def __init__(self, spec: ModelSpec, device: torch.device, precision: str, threads: int | None = None,
                  shrink_interval_s: float = 0.0) -> None:
@@ -75,7 +76,9 @@ class OnnxBackend(Backend):
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer.tokenize_ids(texts)
 
-    def forward(self, ids: list[list[int]], specs: list[OutputSpec]) -> list[list[float]]:
+    def forward(self, ids: list[list[int]], specs: list[OutputSpec],
+                segments: list[int] | None = None) -> list[list[float]]:
+        # segments: only DistilBERT pairs reach here (no token types); BERT pairs are refused before the queue.
         batch = self.tokenizer.pad(ids, self.max_length)
         feeds = {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()}
         options = None

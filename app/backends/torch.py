@@ -9,7 +9,7 @@ import torch
 import model
 
 from ..settings import ModelSpec
-from .base import Backend, OutputSpec, check_vocabulary, postprocess
+from .base import Backend, OutputSpec, check_vocabulary, postprocess, token_type_ids
 
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
 
@@ -62,11 +62,15 @@ class TorchBackend(Backend):
         return self.tokenizer.tokenize_ids(texts)
 
     @torch.inference_mode()
-    def forward(self, ids: list[list[int]], specs: list[OutputSpec]) -> list[list[float]]:
+    def forward(self, ids: list[list[int]], specs: list[OutputSpec],
+                segments: list[int] | None = None) -> list[list[float]]:
         batch = self.tokenizer.pad(ids, self.max_length)
         input_ids = batch.input_ids.to(self.device, non_blocking=True)
         mask = batch.attention_mask.to(self.device, non_blocking=True)
-        last = self.module.encoder(input_ids, mask)  # (B, T, C)
+        types = None  # DistilBERT has no token types; BERT's default is all 0 (one segment)
+        if segments and self.family == "bert":
+            types = token_type_ids(tuple(batch.input_ids.shape), batch.lengths, segments).to(self.device)
+        last = self.module.encoder(input_ids, mask, types)  # (B, T, C)
         logits = (lambda rows: self.module.logits(last[rows])) if self.can_classify else None
         return postprocess(specs, last, mask, logits)
 

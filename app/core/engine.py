@@ -47,6 +47,7 @@ class Item:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.perf_counter)
+    segment: int = 0  # a sentence pair: where its second segment starts (0: a single text)
     cancelled: bool = False  # set on the event loop when the client went away
     queue_s: float = 0.0
     inference_s: float = 0.0
@@ -150,7 +151,8 @@ class Batcher:
         with self._cv:
             self._expected = max(0, self._expected - n)
 
-    def submit(self, ids: list[list[int]], spec: OutputSpec, deadline: float) -> list[Item]:
+    def submit(self, ids: list[list[int]], spec: OutputSpec, deadline: float,
+               segments: list[int] | None = None) -> list[Item]:
         """Queue a request's inputs at once, or refuse them all (429): never half a request.
         Limits: ``max_queue_size`` inputs and ``max_queue_tokens`` real tokens (a request alone
         in the queue is taken whatever its tokens, else the largest could never run)."""
@@ -164,6 +166,9 @@ class Batcher:
                     or (self._queue and self._tokens + tokens > self.s.max_queue_tokens)):
                 raise self._full(len(ids))
             items = [Item(i, spec, deadline, loop.create_future(), loop) for i in ids]
+            if segments is not None:
+                for it, start in zip(items, segments, strict=True):
+                    it.segment = start
             self._queue.extend(items)
             self._tokens += tokens
             self.m.queue_depth.set(len(self._queue))
@@ -268,7 +273,9 @@ class Batcher:
             it.queue_s = start - it.enqueued
             self.m.queue_wait.observe(it.queue_s)
         try:
-            out = self.compute.call(self.backend.forward, [it.ids for it in group], [it.spec for it in group])
+            segments = [it.segment for it in group]
+            pairs = (segments,) if any(segments) else ()  # only a batch holding a pair needs token types
+            out = self.compute.call(self.backend.forward, [it.ids for it in group], [it.spec for it in group], *pairs)
         except Exception as e:  # a broken batch fails its own requests, never the worker
             if len(group) > 1:
                 # One bad input must not fail the others batched with it: each again, alone.
@@ -361,10 +368,11 @@ class Engine:
         return {"window_s": window_s, "count": len(xs), "p50_ms": q(0.5), "p95_ms": q(0.95),
                 "recent_ms": [round(s * 1000, 3) for s in window[-last:]]}
 
-    async def run(self, name: str, ids: list[list[int]], spec: OutputSpec, timeout_s: float) -> list[Output]:
+    async def run(self, name: str, ids: list[list[int]], spec: OutputSpec, timeout_s: float,
+                  segments: list[int] | None = None) -> list[Output]:
         """Submit a request's inputs and wait for all of them, honouring the deadline."""
         deadline = time.monotonic() + timeout_s
-        items = self.batchers[name].submit(ids, spec, deadline)
+        items = self.batchers[name].submit(ids, spec, deadline, segments)
         try:
             async with asyncio.timeout(timeout_s):
                 if len(items) == 1:  # the common case, without gather's extra future

@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from .. import backends
 from ..backends import Backend, OutputSpec
+from ..backends.base import PAIR_SPECIALS, Pair, Text, longest_first
 from ..settings import Settings
 from .compute import ComputeThread, arena_limit_from_environment, limit_malloc_arenas
 from .engine import Engine
@@ -53,9 +54,10 @@ class Prepared:
     """A request's inputs, tokenized and within the limits, ready for the engine."""
 
     backend: Backend
-    ids: list[list[int]]
-    tokens: int  # real tokens after truncation
+    ids: list[list[int]]  # a pair as [CLS] a [SEP] b [SEP]
+    tokens: int  # real tokens after truncation, both segments of a pair
     tokenization_s: float
+    segments: list[int] | None = None  # per input where a pair's second segment starts (0: a text); None: no pair
 
 
 @dataclass(slots=True)
@@ -249,36 +251,42 @@ class Service:
         """A new request's deadline (time.monotonic())."""
         return time.monotonic() + self.settings.request_timeout_s
 
-    async def prepare(self, backend: Backend, texts: list[str], truncate: bool, deadline: float) -> Prepared:
+    async def prepare(self, backend: Backend, texts: list[Text], truncate: bool, deadline: float) -> Prepared:
         """Tokenize (on the model's own bounded executor, within the deadline) and apply the
-        length rules: with ``truncate`` each input is cut to ``max_length`` ids, else an input
-        over it is a 422. No input ever holds more ids than that past this point."""
+        length rules: with ``truncate`` each input is cut to ``max_length`` ids (a pair's longer segment
+        first, as ``longest_first``), else an input over it is a 422. No input ever holds more ids than
+        that past this point. An input may be a sentence pair (text, text_pair)."""
         s = self.settings
         if len(texts) > s.max_client_batch_size:
             raise TooManyInputs(f"{len(texts)} inputs in one request; the limit is {s.max_client_batch_size}")
+        has_pairs = not all(isinstance(t, str) for t in texts)
+        if has_pairs and not backend.pairs_supported:
+            raise Unsupported(f"model {backend.name!r} runs on ONNX Runtime, whose export takes no token_type_ids, "
+                              "and BERT needs them to tell a pair's two texts apart; send single texts, or serve "
+                              "this model with backend torch for pairs")
         assert self.engine is not None
         t0 = time.perf_counter()
         batcher = self.engine.batchers[backend.name]
         batcher.reserve(len(texts))  # 429 here if the queue could not take them anyway
         try:
-            if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
-                ids, exact = backend.tokenize_bounded(texts)
+            if sum(_chars(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
+                rows, exact = backend.tokenize_inputs(texts)
             else:
-                ids, exact = await self._tokenize(backend, texts, deadline)
-            ids = _cut(backend, ids, exact, truncate)
+                rows, exact = await self._tokenize(backend, texts, deadline)
+            ids, segments = cut_inputs(backend, rows, exact, truncate)
         except BaseException:
             batcher.release(len(texts))
             raise
         tok_s = time.perf_counter() - t0
         self.engine.metrics[backend.name].tokenization.observe(tok_s)
-        return Prepared(backend, ids, sum(len(x) for x in ids), tok_s)
+        return Prepared(backend, ids, sum(len(x) for x in ids), tok_s, segments if has_pairs else None)
 
-    async def _tokenize(self, backend: Backend, texts: list[str],
-                        deadline: float) -> tuple[list[list[int]], list[bool]]:
+    async def _tokenize(self, backend: Backend, texts: list[Text],
+                        deadline: float) -> tuple[list[list[int] | Pair], list[bool]]:
         """On the model's own pool, within the deadline. A cancelled wait (the client left) also
         takes a job that has not started off the pool's queue."""
         try:
-            job = self._tokenizers[backend.name].submit(backend.tokenize_bounded, texts)
+            job = self._tokenizers[backend.name].submit(backend.tokenize_inputs, texts)
         except RuntimeError:  # the pool was shut down: the drain's time is up
             raise Unavailable("the service is shutting down; retry on another replica") from None
         try:
@@ -304,7 +312,7 @@ class Service:
         gauge = self.engine.metrics[name].in_flight
         gauge.inc()
         try:
-            outs = await self.engine.run(name, prep.ids, spec, left)
+            outs = await self.engine.run(name, prep.ids, spec, left, prep.segments)
         finally:
             gauge.dec()
         timings = Timings(prep.tokenization_s, max(o.queue_s for o in outs), max(o.inference_s for o in outs))
@@ -317,16 +325,37 @@ def _loop_time(deadline: float) -> float:
     return loop.time() + (deadline - time.monotonic())
 
 
-def _cut(backend: Backend, ids: list[list[int]], exact: list[bool], truncate: bool) -> list[list[int]]:
-    """Each input at most ``max_length`` ids (the last kept: [SEP]); over-length a 422 unless truncating."""
+def _chars(t: Text) -> int:
+    return len(t) if isinstance(t, str) else len(t[0]) + len(t[1])
+
+
+def cut_inputs(backend: Backend, rows: list[list[int] | Pair], exact: list[bool],
+               truncate: bool) -> tuple[list[list[int]], list[int]]:
+    """Each input at most ``max_length`` ids; over-length a 422 unless truncating. A text keeps its first
+    ids and its last ([SEP]); a pair is assembled as [CLS] a [SEP] b [SEP] after ``longest_first`` cut its
+    segments. Returns the ids and, per input, where a pair's second segment starts (0: a text)."""
     n = backend.max_length
-    for i, row in enumerate(ids):
-        if len(row) <= n and exact[i]:
+    ids: list[list[int]] = []
+    segments: list[int] = []
+    for i, row in enumerate(rows):
+        if isinstance(row, Pair):
+            total = len(row.a) + len(row.b) + PAIR_SPECIALS
+            if (total > n or not exact[i]) and not truncate:
+                size = f"has {total} tokens ({len(row.a)} + {len(row.b)} and 3 special)" if exact[i] else "is longer"
+                raise InvalidInput(f"inputs[{i}] (a text pair) {size}, over model {backend.name!r}'s max length "
+                                   f"{n}; shorten it or send truncate=true (the longer text is cut first)")
+            keep_a, keep_b = longest_first(len(row.a), len(row.b), n - PAIR_SPECIALS)
+            joined, start = backend.tokenizer.pair_ids(row.a[:keep_a], row.b[:keep_b])
+            ids.append(joined)
+            segments.append(start)
             continue
-        if not truncate:
-            size = f"has {len(row)} tokens" if exact[i] else "is longer"
-            raise InvalidInput(f"inputs[{i}] {size}, over model {backend.name!r}'s max length {n}; "
-                               "shorten it or send truncate=true")
-        if len(row) > n:
-            ids[i] = row[: n - 1] + row[-1:]
-    return ids
+        if len(row) > n or not exact[i]:
+            if not truncate:
+                size = f"has {len(row)} tokens" if exact[i] else "is longer"
+                raise InvalidInput(f"inputs[{i}] {size}, over model {backend.name!r}'s max length {n}; "
+                                   "shorten it or send truncate=true")
+            if len(row) > n:
+                row = row[: n - 1] + row[-1:]
+        ids.append(row)
+        segments.append(0)
+    return ids, segments

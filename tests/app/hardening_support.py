@@ -143,7 +143,7 @@ class Gate:
         self.batches: list[list[list[int]]] = []
         backend.forward = self
 
-    def __call__(self, ids, specs):
+    def __call__(self, ids, specs, *segments):
         self.batches.append([list(r) for r in ids])
         self.entered.set()
         self.released.wait(60)
@@ -151,7 +151,7 @@ class Gate:
             time.sleep(self.delay_s)
         if self.poison is not None and any(self.poison in r for r in ids):
             raise RuntimeError("poisoned input in this batch")
-        return self.inner(ids, specs)
+        return self.inner(ids, specs, *segments)
 
     def release(self) -> None:
         self.released.set()
