@@ -22,7 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import httpx
-from tqdm.auto import tqdm
+
+from training.progress import progress
 
 from . import env, paired, profiles
 from .inprocess import measure, spec_of
@@ -164,8 +165,7 @@ def sweep(args: argparse.Namespace) -> dict:
         # two runs is the raw model cost, so a noisy moment cannot flatter the service.
         first = _inprocess(models, levels, inputs, plan, info["models"][0]["device"])
         results = []
-        bar = tqdm(total=len(levels) + len(models) * sum(len(r) for _, _, r in plan["open"]), desc="bench",
-                   unit="level")
+        bar = progress(len(levels) + len(models) * sum(len(r) for _, _, r in plan["open"]), "bench", "level")
         for lv in levels:
             s = asyncio.run(run_level(url, lv, inputs[lv.profile], seed=args.seed, client=args.client,
                                       server_pid=pid))
@@ -190,9 +190,12 @@ def sweep(args: argparse.Namespace) -> dict:
         bar.close()
         # Overhead at concurrency 1: service and in-process in alternating blocks (bench/paired.py).
         rounds, block = plan["paired"]
-        pairs = [asyncio.run(paired.overhead(url, spec_of(m), m["device"], inputs["short"], rounds, block,
-                                             args.client))
-                 for m in tqdm(models, desc="overhead at c=1", unit="model")]
+        overhead_bar, pairs = progress(len(models), "overhead at c=1", "model"), []
+        for m in models:
+            pairs.append(asyncio.run(paired.overhead(url, spec_of(m), m["device"], inputs["short"], rounds, block,
+                                                     args.client)))
+            overhead_bar.update(1)
+        overhead_bar.close()
         metrics_text = httpx.get(f"{url}/metrics", timeout=10).text
         environment = env.capture(info)
     finally:

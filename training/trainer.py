@@ -24,7 +24,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+
+from .progress import progress
 
 log = logging.getLogger("training")
 
@@ -285,8 +286,8 @@ class Trainer:
         if cfg.resume:
             self.load_checkpoint()
         self.model.train()
-        bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not cfg.progress or self.rank != 0,
-                   desc=Path(cfg.out_dir).name, unit="step", dynamic_ncols=True)
+        bar = progress(self.total_steps, Path(cfg.out_dir).name, "step", initial=self.state.step,
+                       enabled=cfg.progress and self.rank == 0)
         log.info("training: %d steps (%d per epoch), world %d, device %s, amp %s, effective batch %d",
                  self.total_steps, self.steps_per_epoch, self.world, self.device, self.amp_dtype,
                  cfg.batch_size * cfg.grad_accum * self.world)
