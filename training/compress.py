@@ -43,7 +43,7 @@ from torch import nn
 import model
 
 from .augment import perturbed_copies
-from .common import classifier_from, logits_and_pooled_of, logits_of, score, seed_all, use_threads
+from .common import classifier_from, export, logits_and_pooled_of, logits_of, score, seed_all, use_threads
 from .config import CompressConfig, FinetuneConfig, TaskDistillConfig, to_dict
 from .data import collate, read_texts
 from .finetune import train_classifier
@@ -75,12 +75,20 @@ DEFAULT_MAX_LENGTH = 128  # the library's (FinetuneConfig, TaskDistillConfig); m
 _DATA_OPTIONS = ("text_column", "text_pair_column", "label_column", "max_length", "seed", "batch_size",
                  "warmup_fraction", "max_steps", "budget_minutes")
 _STAGE_OPTIONS = {
-    "teacher": (*_DATA_OPTIONS, "teacher_epochs", "teacher_lr"),
+    "teacher": (*_DATA_OPTIONS, "teacher_epochs", "teacher_lrs", "class_weight"),
     "student": (*_DATA_OPTIONS, "student_layers", "alpha", "temperature", "perturbed", "alpha_embed",
                 "max_unlabeled", "epochs", "lr"),
-    "baseline": (*_DATA_OPTIONS, "student_layers", "epochs", "lr"),
+    # the student's optimizer steps, hence what sets them
+    "baseline": (*_DATA_OPTIONS, "student_layers", "epochs", "lr", "class_weight", "perturbed", "max_unlabeled"),
     "evaluate": (*_DATA_OPTIONS, "n_latency"),
 }
+# Budgets fitted to the data's size: each training stage runs at least this many optimizer steps (more
+# epochs on small data), within [MIN, MAX] epochs; on dev, each keeps its best epoch. Chosen on the
+# tasks of docs/compress.md (python -m experiments.evidence).
+TEACHER_STEPS, TEACHER_EPOCHS = 300, (3, 10)
+STUDENT_STEPS, STUDENT_EPOCHS = 400, (3, 10)
+CLASS_WEIGHTS = ("auto", "none", "sqrt", "balanced")
+IMBALANCE = 3.0  # auto: class weights when the most frequent label has this many times the rarest's rows
 
 
 @dataclass
@@ -132,8 +140,14 @@ def prepare(cfg: CompressConfig) -> Prepared:
     if not 2 <= max_length <= positions:
         raise InputError(f"max_length={max_length}: the model takes 2..{positions} tokens")
     for name, v in (("epochs", cfg.epochs), ("teacher_epochs", cfg.teacher_epochs), ("batch_size", cfg.batch_size)):
-        if v < 1:
+        if v is not None and v < 1:
             raise InputError(f"{name}={v}: want at least 1")
+    lrs = [cfg.teacher_lr] if cfg.teacher_lr is not None else cfg.teacher_lrs
+    if not lrs or any(not lr > 0 for lr in [*lrs, cfg.lr]):
+        raise InputError(f"lr={cfg.lr}, teacher_lr={cfg.teacher_lr}, teacher_lrs={cfg.teacher_lrs}: want learning "
+                         "rates above 0 (and at least one in teacher_lrs)")
+    if cfg.class_weight not in CLASS_WEIGHTS:
+        raise InputError(f"class_weight={cfg.class_weight!r}: want one of {', '.join(CLASS_WEIGHTS)}")
 
     def table(what: str, path: str) -> Table:
         return read_table(path, what, cfg.text_column, cfg.label_column, cfg.text_pair_column)
@@ -268,20 +282,25 @@ class Run:
     def plan_for(self, stage: str) -> dict:
         return {k: v for k, v in self.plan.items() if k.startswith(stage) or k == "extra_fraction"}
 
-    def train_config(self, name: str, epochs: int, lr: float) -> TrainConfig:
+    def train_config(self, name: str, epochs: int, lr: float, steps: int | None = None,
+                     eval_every: int = 0) -> TrainConfig:
+        """``name``: the stage, or ``stage/candidate`` (a run of the teacher's sweep), its folder under work/."""
         cfg = self.cfg
-        steps = self.plan.get(f"{name}_steps") or cfg.max_steps
+        steps = steps or self.plan.get(f"{name}_steps") or cfg.max_steps
         return replace(FinetuneConfig().train, out_dir=str(self.out / "work" / name), epochs=epochs, lr=lr,
                        max_steps=steps, batch_size=cfg.batch_size, warmup_fraction=cfg.warmup_fraction,
-                       save_every=SAVE_EVERY, log_every=10, seed=cfg.seed, device=cfg.device, threads=cfg.threads,
-                       progress=cfg.progress, resume=self.resuming.get(name, False))
+                       save_every=SAVE_EVERY, log_every=10, eval_every=eval_every, seed=cfg.seed, device=cfg.device,
+                       threads=cfg.threads, progress=cfg.progress,
+                       resume=self.resuming.get(name.split("/")[0], False))
 
-    def publish(self, name: str) -> Path:
-        """The stage's export moved to out_dir/<name>; its checkpoint (optimizer state included) removed."""
+    def publish(self, name: str, source: str = "best") -> Path:
+        """The stage's kept model (``source`` under work/<name>: the best epoch on dev) moved to
+        out_dir/<name>; its checkpoints (optimizer state included) removed."""
         run_dir, dest = self.out / "work" / name, self.out / name
         shutil.rmtree(dest, ignore_errors=True)
-        shutil.move(str(run_dir / "final"), str(dest))
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        shutil.move(str(run_dir / source), str(dest))
+        for ck in run_dir.glob("**/checkpoint.pt"):
+            ck.unlink()
         return dest
 
     def begin(self, name: str, key: str) -> None:
@@ -330,28 +349,32 @@ def run_compress(cfg: CompressConfig) -> dict:
         except InputError as e:
             log.error("nothing trained: %s", e)
             raise
-        cfg = replace(cfg, max_length=prep.max_length)
+        cfg = replace(cfg, max_length=prep.max_length, **fitted(cfg, prep))
         _log_data(cfg, prep)
         run = Run(cfg, prep, command)
         run.plan = plan_budget(run)
         teacher_dir = prep.source
+        records = {}  # each training stage's record: what it chose on dev
         if cfg.base:
-            run.stage("teacher", run.key("teacher", base=model_digest(prep.source)), run.out / "teacher",
-                      lambda: _train_teacher(run))
+            records["teacher"] = run.stage("teacher", run.key("teacher", base=model_digest(prep.source)),
+                                           run.out / "teacher", lambda: _train_teacher(run))
             teacher_dir = run.out / "teacher"
         teacher_digest = model_digest(teacher_dir)
         dirs = {"teacher": teacher_dir}
-        extra = run.stage("student", run.key("student", teacher=teacher_digest), run.out / "student",
-                          lambda: _train_student(run, teacher_dir))
+        records["student"] = run.stage("student", run.key("student", teacher=teacher_digest), run.out / "student",
+                                       lambda: _train_student(run, teacher_dir))
         dirs["student"] = run.out / "student"
         if cfg.baseline:
-            run.stage("baseline", run.key("baseline", teacher=teacher_digest), run.out / "baseline",
-                      lambda: _train_baseline(run, teacher_dir))
+            records["baseline"] = run.stage("baseline", run.key("baseline", teacher=teacher_digest),
+                                            run.out / "baseline",
+                                            lambda: _train_baseline(run, teacher_dir, records["student"]["steps"]))
             dirs["baseline"] = run.out / "baseline"
         digests = {n: model_digest(p) for n, p in dirs.items()}
         measured = run.stage("evaluate", run.key("evaluate", **digests), run.out / "report.json",
                              lambda: {"results": evaluate(run, dirs)})
-        report = write_report(run, dirs, measured["results"], extra.get("extra", {}),
+        selection = {n: r["selection"] | ({"steps": r["steps"]} if "steps" in r else {})
+                     for n, r in records.items()}
+        report = write_report(run, dirs, measured["results"], records["student"].get("extra", {}), selection,
                               round(time.perf_counter() - t_start, 1))
         log.info("done in %.1f s: %s", time.perf_counter() - t_start, report["summary"])
         return report
@@ -431,9 +454,10 @@ def plan_budget(run: Run) -> dict:
         return old["plan"]
     n_train = len(prep.tables["train"])
     copies, n_unl = _extra_counts(cfg, prep)
-    steps = {"teacher": _steps(n_train, cfg.batch_size, cfg.teacher_epochs, cfg.max_steps) if cfg.base else 0,
-             "student": _steps(n_train + copies + n_unl, cfg.batch_size, cfg.epochs, cfg.max_steps),
-             "baseline": _steps(n_train, cfg.batch_size, cfg.epochs, cfg.max_steps) if cfg.baseline else 0}
+    n_lrs = len(cfg.teacher_lrs)  # the teacher's sweep: one run per learning rate
+    teacher_each = _steps(n_train, cfg.batch_size, cfg.teacher_epochs, cfg.max_steps) if cfg.base else 0
+    student = _steps(n_train + copies + n_unl, cfg.batch_size, cfg.epochs, cfg.max_steps)
+    steps = {"teacher": teacher_each * n_lrs, "student": student, "baseline": student if cfg.baseline else 0}
     probe = _probe(run)
     n_eval = sum(len(prep.tables[s]) for s in SPLITS if s in prep.tables) * (3 if cfg.baseline else 2)
     fixed = probe["s_per_score_batch"] * (math.ceil((n_train + copies + n_unl) / 64) + math.ceil(n_eval / 64))
@@ -452,10 +476,11 @@ def plan_budget(run: Run) -> dict:
         plan["student_steps"] = max(1, min(round(steps["student"] * scale),
                                            _steps(n_student, cfg.batch_size, cfg.epochs, cfg.max_steps)))
         if cfg.base:
-            plan["teacher_steps"] = max(1, round(steps["teacher"] * scale))
-        if cfg.baseline:
-            plan["baseline_steps"] = max(1, round(steps["baseline"] * scale))
-    chosen = {k: plan.get(f"{k}_steps", v) for k, v in steps.items() if v}
+            plan["teacher_steps"] = max(1, round(teacher_each * scale))  # each run of the sweep
+    chosen = {"teacher": plan.get("teacher_steps", teacher_each) * n_lrs if cfg.base else 0,
+              "student": plan.get("student_steps", student)}
+    chosen["baseline"] = chosen["student"] if cfg.baseline else 0  # the same budget: as many steps
+    chosen = {k: v for k, v in chosen.items() if v}
     plan["expected_minutes"] = round((fixed + chosen.get("teacher", 0) * probe["s_per_step_teacher"]
                                       + (chosen["student"] + chosen.get("baseline", 0)) * probe["s_per_step_student"])
                                      / 60, 2)
@@ -524,31 +549,155 @@ def _copy_of(m: nn.Module) -> nn.Module:
     return copy.deepcopy(m)
 
 
+# -- hyperparameters fitted to the data ------------------------------------------------------------------
+def fit_epochs(n_texts: int, batch_size: int, min_steps: int, bounds: tuple[int, int]) -> int:
+    """Epochs for at least ``min_steps`` optimizer steps over ``n_texts``, within ``bounds``: small data
+    gets more passes over it, large data the fewest."""
+    per_epoch = math.ceil(n_texts / batch_size)
+    return max(bounds[0], min(bounds[1], math.ceil(min_steps / per_epoch)))
+
+
+def class_weights(labels: list[int], n_labels: int, mode: str) -> list[float] | None:
+    """Cross-entropy weights per label id (None: plain cross-entropy). balanced: n / (K n_c), so every
+    label's rows weigh as much in all; sqrt: its square root, halfway; auto: sqrt when the most frequent
+    label has IMBALANCE times the rows of the rarest, else none. Scaled so the mean weight over the rows is
+    1 (the learning rate means what it meant)."""
+    counts = [labels.count(c) for c in range(n_labels)]
+    present = [c for c in counts if c]
+    if mode == "none" or (mode == "auto" and max(present) < IMBALANCE * min(present)):
+        return None
+    power = 1.0 if mode == "balanced" else 0.5
+    raw = [(len(labels) / (len(present) * c)) ** power if c else 0.0 for c in counts]
+    mean = sum(w * c for w, c in zip(raw, counts, strict=True)) / len(labels)
+    return [round(w / mean, 6) for w in raw]
+
+
+def fitted(cfg: CompressConfig, p: Prepared) -> dict:
+    """The options left to the data (None), filled in: the teacher's and the student's epochs by the size of
+    what each trains on; teacher_lr, when given, as the whole sweep."""
+    out: dict = {}
+    if cfg.base and cfg.teacher_epochs is None:
+        out["teacher_epochs"] = fit_epochs(len(p.ids["train"]), cfg.batch_size, TEACHER_STEPS, TEACHER_EPOCHS)
+    if cfg.epochs is None:
+        copies, n_unl = _extra_counts(cfg, p)
+        out["epochs"] = fit_epochs(len(p.ids["train"]) + copies + n_unl, cfg.batch_size, STUDENT_STEPS,
+                                   STUDENT_EPOCHS)
+    if cfg.teacher_lr is not None:
+        out["teacher_lrs"] = [cfg.teacher_lr]
+    return out
+
+
+def selection_score(metrics: dict) -> float:
+    """What dev evaluations are ranked by: accuracy plus macro-F1 (a model that drops a rare label loses
+    on the second even where the first hardly moves)."""
+    return metrics["accuracy"] + metrics["macro_f1"]
+
+
+def pick_best(evals: list[dict]) -> dict:
+    """The evaluation with the best selection_score; a tie goes to the earliest (the cheaper run)."""
+    return max(evals, key=selection_score)  # max keeps the first of equals
+
+
+def eval_points(total_steps: int, per_epoch: int) -> list[int]:
+    """The optimizer steps a Trainer with eval_every=per_epoch evaluates at: each epoch's end, and the end."""
+    points = list(range(per_epoch, total_steps + 1, per_epoch))
+    return points if points and points[-1] == total_steps else [*points, total_steps]
+
+
+class Selector:
+    """The dev evaluation a Trainer runs after every epoch: each result is recorded (selection.json) and the
+    best-scoring model so far is kept, exported in ``best_dir`` (early stopping that trains on: the later
+    epochs' models are not kept). ``points``: the steps the Trainer evaluates at, in order."""
+
+    def __init__(self, run: Run, best_dir: Path, export_cfg, pooling_from: str, types_too: bool,
+                 points: list[int], per_epoch: int) -> None:
+        self.evaluate, self.tok = run.dev_eval(types_too), run.prep.tok
+        self.best_dir, self.cfg, self.pooling_from = best_dir, export_cfg, pooling_from
+        self.points, self.per_epoch = points, per_epoch
+        self.record = best_dir.parent / "selection.json"
+        self.history: list[dict] = []
+        ck = best_dir.parent / "checkpoint.pt"
+        if export_cfg.train.resume and ck.is_file() and self.record.is_file():
+            # a resumed run: the evaluations up to its checkpoint stand, later ones are made again
+            step = torch.load(ck, map_location="cpu", weights_only=True, mmap=True)["state"]["step"]
+            self.history = [h for h in json.loads(self.record.read_text())["history"] if h["step"] <= step]
+
+    def __call__(self, clf: nn.Module) -> dict[str, float]:
+        last = self.history[-1]["step"] if self.history else 0
+        upcoming = [p for p in self.points if p > last]
+        if not upcoming:  # the Trainer's closing evaluation, at the step of the last epoch's
+            return {k: self.history[-1][k] for k in ("accuracy", "macro_f1")}
+        res = self.evaluate(clf)
+        entry = {"step": upcoming[0], "epoch": round(upcoming[0] / self.per_epoch, 2), **res}
+        if not self.history or selection_score(entry) > selection_score(pick_best(self.history)):
+            tmp = self.best_dir.with_name(self.best_dir.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            export(clf, tmp, self.tok, self.cfg, pooling_from=self.pooling_from)
+            shutil.rmtree(self.best_dir, ignore_errors=True)
+            tmp.rename(self.best_dir)
+        self.history.append(entry)
+        self.record.write_text(json.dumps({"history": self.history}, indent=1) + "\n")
+        return res
+
+    def summary(self) -> dict:
+        best = pick_best(self.history)
+        return {"kept": best, "evaluated": self.history, "steps": self.points[-1]}
+
+
 # -- the training stages -----------------------------------------------------------------------------
 def _train_teacher(run: Run) -> dict:
-    """base= : the encoder with a new head, fine-tuned on the training labels (training.finetune's loop)."""
+    """base= : the encoder with a new head, fine-tuned on the training labels (training.finetune's loop),
+    once per learning rate of the sweep, each evaluated on dev after every epoch; the best (learning rate,
+    epoch) is the teacher. Cross-entropy weighted by label when the labels are unbalanced (class_weight)."""
     cfg, p = run.cfg, run.prep
-    log.info("teacher: fine-tuning %s on %d texts (%d epochs, lr %g) -> %s", p.source, len(p.tables["train"]),
-             cfg.teacher_epochs, cfg.teacher_lr, run.out / "teacher")
-    seed_all(cfg.seed)
-    clf = classifier_from(p.source, p.id2label)
-    fcfg = FinetuneConfig(model=str(p.source), train_file=cfg.train_file, dev_file=cfg.dev_file,
-                          text_column=cfg.text_column, label_column=cfg.label_column,
-                          labels=[p.id2label[i] for i in range(len(p.id2label))], max_length=cfg.max_length,
-                          train=run.train_config("teacher", cfg.teacher_epochs, cfg.teacher_lr))
-    types = p.types["train"] if has_types(clf) else None
-    train_classifier(fcfg, clf, p.tok, p.ids["train"], p.labels["train"], None, str(p.source),
-                     run.dev_eval(types_too=True), token_types=types)
-    run.publish("teacher")
-    return {}
+    lrs = [cfg.teacher_lr] if cfg.teacher_lr is not None else list(cfg.teacher_lrs)
+    weights = class_weights(p.labels["train"], len(p.id2label), cfg.class_weight)
+    per_epoch = math.ceil(len(p.ids["train"]) / cfg.batch_size)
+    total = run.plan.get("teacher_steps") or _steps(len(p.ids["train"]), cfg.batch_size, cfg.teacher_epochs,
+                                                    cfg.max_steps)
+    log.info("teacher: fine-tuning %s on %d texts, learning rates %s, %d epochs (%d steps) each, the best epoch on "
+             "dev kept; class weights %s -> %s", p.source, len(p.tables["train"]), lrs, cfg.teacher_epochs, total,
+             weights, run.out / "teacher")
+    candidates = []
+    for lr in lrs:
+        name = f"teacher/lr{lr:g}"
+        done = run.out / "work" / name / "done.json"
+        if done.is_file():  # finished before a stop: its result stands
+            candidates.append(json.loads(done.read_text()))
+            continue
+        seed_all(cfg.seed)
+        clf = classifier_from(p.source, p.id2label)
+        fcfg = FinetuneConfig(model=str(p.source), train_file=cfg.train_file, dev_file=cfg.dev_file,
+                              text_column=cfg.text_column, label_column=cfg.label_column,
+                              labels=[p.id2label[i] for i in range(len(p.id2label))], max_length=cfg.max_length,
+                              class_weights=weights,
+                              train=run.train_config(name, cfg.teacher_epochs, lr, total, per_epoch))
+        selector = Selector(run, run.out / "work" / name / "best", fcfg, str(p.source), True,
+                            eval_points(total, per_epoch), per_epoch)
+        train_classifier(fcfg, clf, p.tok, p.ids["train"], p.labels["train"], None, str(p.source), selector,
+                         token_types=p.types["train"] if has_types(clf) else None)
+        result = {"lr": lr, **selector.summary()}
+        done.write_text(json.dumps(result, indent=1) + "\n")
+        candidates.append(result)
+        log.info("teacher lr %g: dev %s at epoch %g", lr, _scores(result["kept"]), result["kept"]["epoch"])
+    chosen = pick_best([c["kept"] | {"lr": c["lr"]} for c in candidates])
+    log.info("teacher: lr %g, epoch %g kept (dev %s)", chosen["lr"], chosen["epoch"], _scores(chosen))
+    run.publish("teacher", f"lr{chosen['lr']:g}/best")
+    return {"selection": {"lr": chosen["lr"], "epoch": chosen["epoch"], "step": chosen["step"],
+                          "dev": {k: chosen[k] for k in ("accuracy", "macro_f1")}, "class_weights": weights,
+                          "candidates": candidates, "steps_each": total}}
 
 
-def _task_config(run: Run, teacher_dir: Path, name: str, **recipe) -> TaskDistillConfig:
+def _scores(m: dict) -> str:
+    return f"accuracy {100 * m['accuracy']:.1f}%, macro-F1 {m['macro_f1']:.3f}"
+
+
+def _task_config(run: Run, teacher_dir: Path, name: str, steps: int, per_epoch: int, **recipe) -> TaskDistillConfig:
     cfg = run.cfg
     return TaskDistillConfig(teacher=str(teacher_dir), student_layers=cfg.student_layers, train_file=cfg.train_file,
                              dev_file=cfg.dev_file, text_column=cfg.text_column,
                              label_column=cfg.label_column, max_length=cfg.max_length, temperature=cfg.temperature,
-                             train=run.train_config(name, cfg.epochs, cfg.lr), **recipe)
+                             train=run.train_config(name, cfg.epochs, cfg.lr, steps, per_epoch), **recipe)
 
 
 def _load_teacher(run: Run, teacher_dir: Path) -> nn.Module:
@@ -559,7 +708,8 @@ def _load_teacher(run: Run, teacher_dir: Path) -> nn.Module:
 
 
 def _train_student(run: Run, teacher_dir: Path) -> dict:
-    """The recipe: soft targets on the training texts and the extra text, pooled cosine toward the teacher."""
+    """The recipe: soft targets on the training texts and the extra text, pooled cosine toward the teacher;
+    evaluated on dev after every epoch, the best epoch kept."""
     cfg, p = run.cfg, run.prep
     seed_all(cfg.seed)
     teacher = _load_teacher(run, teacher_dir)
@@ -577,39 +727,52 @@ def _train_student(run: Run, teacher_dir: Path) -> dict:
     seqs = p.ids["train"] + extra_ids
     labels = p.labels["train"] + [-100] * len(extra_ids)  # no label: the teacher's soft targets alone
     types = p.types["train"] + extra_types if train.pairs is not None else None
+    per_epoch = math.ceil(len(seqs) / cfg.batch_size)
+    total = run.plan.get("student_steps") or _steps(len(seqs), cfg.batch_size, cfg.epochs, cfg.max_steps)
     log.info("student: %d layers of the teacher's %d (one in two), on %d labeled texts + %d perturbed copies + "
-             "%d unlabeled texts scored by the teacher; alpha %g, T %g, alpha_embed %g; %d epochs, lr %g -> %s",
-             student.config.num_layers, teacher.config.num_layers, len(p.ids["train"]), len(a), n_unl, cfg.alpha,
-             cfg.temperature, cfg.alpha_embed, cfg.epochs, cfg.lr, run.out / "student")
+             "%d unlabeled texts scored by the teacher; alpha %g, T %g, alpha_embed %g; %d epochs (%d steps), lr %g, "
+             "the best epoch on dev kept -> %s", student.config.num_layers, teacher.config.num_layers,
+             len(p.ids["train"]), len(a), n_unl, cfg.alpha, cfg.temperature, cfg.alpha_embed, cfg.epochs, total,
+             cfg.lr, run.out / "student")
     log.info("student: the teacher scores %d texts", len(seqs))
     fn = logits_and_pooled_of if cfg.alpha_embed > 0 else logits_of
     both = score(teacher, seqs, p.tok.pad_id, cfg.max_length, fn,
                  token_types=types if has_types(teacher) else None)
     n_labels = len(p.id2label)
-    tcfg = _task_config(run, teacher_dir, "student", alpha=cfg.alpha, alpha_embed=cfg.alpha_embed,
+    tcfg = _task_config(run, teacher_dir, "student", total, per_epoch, alpha=cfg.alpha, alpha_embed=cfg.alpha_embed,
                         embed_reference=str(teacher_dir) if cfg.alpha_embed > 0 else None,
                         unlabeled_file=cfg.unlabeled_file, max_unlabeled=n_unl if cfg.unlabeled_file else None)
     del teacher
-    train_classifier(tcfg, student, p.tok, seqs, labels, both[:, :n_labels], str(teacher_dir),
-                     run.dev_eval(types_too=False), both[:, n_labels:] if cfg.alpha_embed > 0 else None)
+    selector = Selector(run, run.out / "work" / "student" / "best", tcfg, str(teacher_dir), False,
+                        eval_points(total, per_epoch), per_epoch)
+    train_classifier(tcfg, student, p.tok, seqs, labels, both[:, :n_labels], str(teacher_dir), selector,
+                     both[:, n_labels:] if cfg.alpha_embed > 0 else None)
     run.publish("student")
-    return {"extra": {"perturbed_copies": len(a), "unlabeled": n_unl}}
+    return {"extra": {"perturbed_copies": len(a), "unlabeled": n_unl}, "steps": total,
+            "selection": selector.summary() | {"lr": cfg.lr}}
 
 
-def _train_baseline(run: Run, teacher_dir: Path) -> dict:
-    """The same student initialisation and epochs on the labels alone (``experiments.pipeline.baseline_of``)."""
+def _train_baseline(run: Run, teacher_dir: Path, steps: int) -> dict:
+    """The same student initialisation on the labels alone (``experiments.pipeline.baseline_of``), with the
+    student's budget: as many optimizer steps (more passes over the fewer texts), the same learning rate, the
+    teacher's class weights, its best epoch on dev kept."""
     cfg, p = run.cfg, run.prep
     seed_all(cfg.seed)
     teacher = _load_teacher(run, teacher_dir)
     student = init_student(teacher, "classification", cfg.student_layers)
     del teacher
-    log.info("baseline: the same %d-layer student on the %d labeled texts alone (no teacher signal) -> %s",
-             student.config.num_layers, len(p.ids["train"]), run.out / "baseline")
-    tcfg = _task_config(run, teacher_dir, "baseline", alpha=0.0, alpha_embed=0.0, unlabeled_file=None)
-    train_classifier(tcfg, student, p.tok, p.ids["train"], p.labels["train"], None, str(teacher_dir),
-                     run.dev_eval(types_too=False))
+    weights = class_weights(p.labels["train"], len(p.id2label), cfg.class_weight)
+    per_epoch = math.ceil(len(p.ids["train"]) / cfg.batch_size)
+    log.info("baseline: the same %d-layer student on the %d labeled texts alone (no teacher signal), the "
+             "student's %d optimizer steps, class weights %s -> %s", student.config.num_layers, len(p.ids["train"]),
+             steps, weights, run.out / "baseline")
+    tcfg = _task_config(run, teacher_dir, "baseline", steps, per_epoch, alpha=0.0, alpha_embed=0.0,
+                        unlabeled_file=None, class_weights=weights)
+    selector = Selector(run, run.out / "work" / "baseline" / "best", tcfg, str(teacher_dir), False,
+                        eval_points(steps, per_epoch), per_epoch)
+    train_classifier(tcfg, student, p.tok, p.ids["train"], p.labels["train"], None, str(teacher_dir), selector)
     run.publish("baseline")
-    return {}
+    return {"steps": steps, "selection": selector.summary() | {"lr": cfg.lr}}
 
 
 # -- evaluation --------------------------------------------------------------------------------------
@@ -705,7 +868,8 @@ def warnings_of(results: dict, id2label: dict[int, str]) -> list[str]:
     return out
 
 
-def write_report(run: Run, dirs: dict[str, Path], results: dict, extra: dict, wall_s: float) -> dict:
+def write_report(run: Run, dirs: dict[str, Path], results: dict, extra: dict, selection: dict,
+                 wall_s: float) -> dict:
     cfg, p = run.cfg, run.prep
     headline = "test" if "test" in results["splits"] else "dev"
     s = results["splits"][headline]["student"]
@@ -720,9 +884,11 @@ def write_report(run: Run, dirs: dict[str, Path], results: dict, extra: dict, wa
     for w in warnings:
         log.warning("%s", w)
     recipe = {k: getattr(cfg, k) for k in ("alpha", "temperature", "perturbed", "alpha_embed", "epochs", "lr",
-                                            "batch_size", "warmup_fraction", "teacher_epochs", "teacher_lr",
-                                            "max_length", "max_steps", "seed")}
+                                            "batch_size", "warmup_fraction", "teacher_epochs", "teacher_lrs",
+                                            "class_weight", "max_length", "max_steps", "seed")}
     recipe["student_layers"] = results["models"]["student"]["layers"]
+    if "teacher" in selection:
+        recipe["teacher_lr"] = selection["teacher"]["lr"]  # the sweep's choice
     report = {
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": run.command or command_line(cfg),
@@ -733,7 +899,9 @@ def write_report(run: Run, dirs: dict[str, Path], results: dict, extra: dict, wa
                  "rows": {s_: len(t) for s_, t in p.tables.items()},
                  "dev_split": "cut off train_file: sha1(text) mod 10 == 0" if p.dev_from_train else "dev_file",
                  "cut_by_max_length": p.cut, "extra_text": extra, "sentence_pairs": bool(cfg.text_pair_column)},
-        "recipe": recipe | {"source": "experiments.pipeline.Recipe and PipelineConfig (make models)"},
+        "recipe": recipe | {"source": "experiments.pipeline.Recipe (make models); epochs, the teacher's learning "
+                                      "rate and class weights fitted to this data (docs/compress.md)"},
+        "selection": selection,
         "budget": run.plan or {"budget_minutes": None, "note": "the recipe's epochs in full"},
         "models": results["models"],
         "splits": results["splits"],
@@ -792,10 +960,34 @@ def markdown(r: dict) -> str:
               f"- extra text scored by the teacher: {d['extra_text']}",
               f"- cut by max_length: {d['cut_by_max_length']}"]
     lines += [f"- {o}: `{f['path']}` (sha256 {f['sha256'][:12]})" for o, f in d["files"].items()]
-    lines += ["", "## Recipe and budget", "", f"- recipe: {r['recipe']}", f"- budget: {r['budget']}",
+    lines += ["", *selection_markdown(r.get("selection", {})), "## Recipe and budget", "", f"- recipe: {r['recipe']}",
+              f"- budget: {r['budget']}",
               f"- stages: {r['stages']}", f"- wall time of this run: {r['wall_time_s']} s on {r['device']}",
               f"- latency: {r['latency']}", "", f"![accuracy vs latency]({PLOT})", ""]
     return "\n".join(lines)
+
+
+def selection_markdown(sel: dict) -> list[str]:
+    """What each training stage chose on dev: the teacher's learning rate and epoch, the students' epoch."""
+    if not sel:
+        return []
+    lines = ["## Chosen on dev", "", "Each run is evaluated on dev after every epoch and keeps its best epoch "
+             "(accuracy + macro-F1); the teacher is the best of its learning-rate sweep.", "",
+             "| run | learning rate | epochs trained | epoch kept | dev accuracy | dev macro-F1 | class weights |",
+             "|---|---|---|---|---|---|---|"]
+    t = sel.get("teacher")
+    if t:
+        for c in t["candidates"]:
+            k = c["kept"]
+            lines.append(f"| teacher{' (kept)' if c['lr'] == t['lr'] else ''} | {c['lr']:g} | "
+                         f"{c['evaluated'][-1]['epoch']:g} | {k['epoch']:g} | {_pct(k['accuracy'])} | "
+                         f"{k['macro_f1']:.3f} | {t['class_weights'] or '-'} |")
+    for n in ("student", "baseline"):
+        if n in sel:
+            k = sel[n]["kept"]
+            lines.append(f"| {n} ({sel[n]['steps']} steps) | {sel[n]['lr']:g} | {sel[n]['evaluated'][-1]['epoch']:g} | "
+                         f"{k['epoch']:g} | {_pct(k['accuracy'])} | {k['macro_f1']:.3f} | - |")
+    return [*lines, ""]
 
 
 def model_card(r: dict) -> str:

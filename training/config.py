@@ -72,6 +72,7 @@ class FinetuneConfig:
     embed_reference: str | None = None  # keep sentence embeddings close to this model's while fine-tuning
     alpha_embed: float = 0.0
     freeze_embeddings: bool = False
+    class_weights: list[float] | None = None  # per label id: weights of the cross-entropy (None: all 1)
     train: TrainConfig = field(default_factory=lambda: _task_train("runs/finetune"))
 
 
@@ -101,6 +102,7 @@ class TaskDistillConfig:
     # The teacher's pass over the texts, already made (``distill_task.score_teacher`` shares, merged and
     # saved): how it is computed, not what, so it is checked against this run's teacher and texts.
     teacher_scores: str | None = None
+    class_weights: list[float] | None = None  # per label id: weights of the labels' cross-entropy (teacherless)
     train: TrainConfig = field(default_factory=lambda: _task_train("runs/distill-task"))
 
 
@@ -129,16 +131,21 @@ class CompressConfig:
     perturbed: float = 0.5  # perturbed copies per training text (training.augment)
     alpha_embed: float = 1.0
     max_unlabeled: int | None = None
-    # The budget (make models' student: 3 epochs at lr 1e-4, batch 32, warm-up 6%; its teacher: 2 epochs).
-    epochs: int = 3
+    # The budget, fitted to the data (training/compress.py: ``fit_epochs``, the teacher's sweep). Each
+    # training stage is evaluated on dev after every epoch and keeps its best epoch.
+    epochs: int | None = None  # the student's; None: 3 to 10, at least STUDENT_STEPS optimizer steps
     lr: float = 1e-4
     batch_size: int = 32
     warmup_fraction: float = 0.06
-    teacher_epochs: int = 2
-    teacher_lr: float = 1e-4
+    teacher_epochs: int | None = None  # base= only; None: 3 to 10, at least TEACHER_STEPS optimizer steps
+    teacher_lr: float | None = None  # base= only; None: each of teacher_lrs tried, the best on dev kept
+    teacher_lrs: list[float] = field(default_factory=lambda: [5e-5, 1e-4, 2e-4])
+    # Cross-entropy weights of the teacher's fine-tuning and the labels-only baseline: auto (sqrt when the
+    # most frequent label has at least 3x the rows of the rarest, else none) | none | sqrt | balanced
+    class_weight: str = "auto"
     max_steps: int | None = None  # a cap on each training stage's optimizer steps (a quick try)
     budget_minutes: float | None = None  # scale the steps and extra text to fit (a short probe measures speed)
-    baseline: bool = False  # also train the labels-only student (same size, initialisation and epochs)
+    baseline: bool = False  # also train the labels-only student (same size, initialisation, optimizer steps)
     seed: int = 42
     device: str = "auto"
     threads: int | None = None

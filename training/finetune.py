@@ -67,6 +67,8 @@ def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, to
         layers = list(range(clf.config.num_layers))
     data = SequenceData(seqs, labels, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed, per_sequence, per_token,
                         token_types)
+    weights = getattr(cfg, "class_weights", None)
+    weights = torch.tensor(weights, dtype=torch.float32, device=pick_device(tr.device)) if weights else None
 
     def loss_fn(m, batch, g):
         t = batch.tensors
@@ -74,7 +76,7 @@ def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, to
         logits, last, states = m(ids, mask, t.get("token_type_ids"))
         return objective.task_distillation(logits, t.get("teacher_logits"), t["labels"], alpha, temperature,
                                            mean_pool(last, mask), t.get("reference_pooled"), cfg.alpha_embed,
-                                           states, t.get("teacher_states"), mask, alpha_hidden)
+                                           states, t.get("teacher_states"), mask, alpha_hidden, weights)
 
     out = Path(tr.out_dir)
     trainer = Trainer(ClassifierOutputs(clf, layers), tr, data.batches_for_epoch, data.make_batch, loss_fn,

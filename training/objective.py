@@ -73,15 +73,17 @@ def task_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor
                       student_pooled: torch.Tensor | None = None, reference_pooled: torch.Tensor | None = None,
                       alpha_embed: float = 0.0, student_states: torch.Tensor | None = None,
                       teacher_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                      alpha_hidden: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+                      alpha_hidden: float = 0.0, class_weights: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
     """alpha * KL_T * T^2 + (1 - alpha) * CE on the labels (KL only on unlabeled rows, label -100);
-    without teacher logits, CE alone (fine-tuning). Plus, with a reference, embedding preservation:
+    without teacher logits, CE alone (fine-tuning), each label's rows weighted by ``class_weights`` when
+    given (a rare label's errors made to count more). Plus, with a reference, embedding preservation:
     alpha_embed * (1 - cos(student's pooled embedding, the reference's)). Plus, with the teacher's
     per-token states (B, T, L, C) beside the student's at the layers they pair, alpha_hidden * the mean
     over the L pairs of 1 - cos over the real tokens."""
     terms: dict[str, tuple[float, torch.Tensor]] = {}
     if teacher_logits is None:
-        terms["loss_ce"] = 1.0, torch.nn.functional.cross_entropy(student_logits.float(), labels)
+        terms["loss_ce"] = 1.0, torch.nn.functional.cross_entropy(student_logits.float(), labels, weight=class_weights)
     else:
         terms["loss_task"] = 1.0, losses.task_distillation(student_logits, teacher_logits, labels, alpha,
                                                            temperature)

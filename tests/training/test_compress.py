@@ -5,6 +5,7 @@ before training, Hugging Face loading of the outputs, and serve.json served by a
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import random
@@ -137,16 +138,20 @@ def test_outputs_load_in_transformers_with_our_logits(binary):
 
 
 def test_perturb_is_make_models_perturbation_byte_for_byte():
-    from experiments.datasets import perturb as experiments_perturb
-
-    texts = [t for t, _ in sentiment_rows(50, 3)] + ["a b", "one", "  spaced   out words here  "]
+    """make models' stored runs (the ablation's) were scored on these copies: their bytes are pinned by the
+    digest of the outputs the copy in experiments/datasets.py gave before the two became one."""
+    texts = [f"w{i} " * (i % 17 + 1) + "the end of a sentence here" for i in range(200)]
+    texts += ["a b", "one", "  spaced   out words here  "]
+    h = hashlib.sha256()
     for seed in range(5):
-        a, b = random.Random(seed), random.Random(seed)
-        assert [perturb(t, a) for t in texts] == [experiments_perturb(t, b) for t in texts]
+        rng = random.Random(seed)
+        for t in texts:
+            h.update(perturb(t, rng).encode() + b"\n")
+    assert h.hexdigest() == "2144a02b6237b378cb0435b083deec94552c136c92e4c99fd13c37d5baf67fc2"
     # make models' selection (experiments.pipeline.unlabeled_for): a seeded half, then one copy each
     rng = random.Random(7)
     picked = rng.sample(range(len(texts)), round(0.5 * len(texts)))
-    assert perturbed_copies(texts, 0.5, 7)[0] == [experiments_perturb(texts[i], rng) for i in picked]
+    assert perturbed_copies(texts, 0.5, 7)[0] == [perturb(texts[i], rng) for i in picked]
 
 
 def test_multiclass_names_and_ids_with_a_budget(tmp_path):
@@ -249,7 +254,7 @@ def test_base_fine_tunes_a_teacher_first(tmp_path):
         assert (hf(input_ids=ids).logits - teacher(ids)).abs().max() < 1e-5
     assert report["fine_tuned_teacher"] and report["stages"]["teacher"]["ran"]
     assert model.load(tmp_path / "out" / "student").config.num_layers == 1
-    assert (tmp_path / "out" / "work" / "teacher" / "train.log").is_file()
+    assert list((tmp_path / "out" / "work" / "teacher").glob("lr*/train.log"))
     serve = json.loads((tmp_path / "out" / "serve.json").read_text())
     assert {m["name"]: m["path"] for m in serve["models"]}["teacher"] == str((tmp_path / "out" / "teacher").resolve())
 
@@ -363,3 +368,80 @@ def test_serve_json_serves_teacher_and_student_side_by_side(binary, tmp_path):
     finally:
         proc.kill()
         proc.wait(30)
+
+
+# -- hyperparameters fitted to the data -------------------------------------------------------------------
+def test_class_weights_balance_rare_labels_and_keep_the_mean_weight_at_one():
+    from training.compress import class_weights
+
+    labels = [0] * 90 + [1] * 10  # 9x: unbalanced
+    for mode, power in (("balanced", 1.0), ("sqrt", 0.5), ("auto", 0.5)):
+        w = class_weights(labels, 2, mode)
+        assert sum(w[y] for y in labels) / len(labels) == pytest.approx(1.0, abs=1e-5)
+        assert w[1] / w[0] == pytest.approx(9.0 ** power, rel=1e-4)
+    assert class_weights(labels, 2, "none") is None
+    assert class_weights([0] * 55 + [1] * 45, 2, "auto") is None  # balanced enough: plain cross-entropy
+    assert class_weights([0] * 5 + [2] * 5, 3, "balanced") == [1.0, 0.0, 1.0]  # a label with no rows: weight 0
+
+
+def test_epochs_grow_on_small_data_within_bounds():
+    from training.compress import fit_epochs
+
+    assert fit_epochs(3200, 32, 300, (3, 10)) == 3  # 100 steps an epoch
+    assert fit_epochs(640, 32, 300, (3, 10)) == 10  # 20 steps an epoch: capped
+    assert fit_epochs(1600, 32, 300, (3, 10)) == 6
+    assert fit_epochs(100_000, 32, 300, (3, 10)) == 3
+
+
+def test_selection_keeps_the_best_dev_score_and_the_earliest_of_ties():
+    from training.compress import eval_points, pick_best
+
+    evals = [{"step": 10, "accuracy": 0.90, "macro_f1": 0.60}, {"step": 20, "accuracy": 0.88, "macro_f1": 0.80},
+             {"step": 30, "accuracy": 0.91, "macro_f1": 0.78}, {"step": 40, "accuracy": 0.91, "macro_f1": 0.78}]
+    assert pick_best(evals)["step"] == 30  # a dropped rare label (macro-F1 0.60) loses despite its accuracy
+    assert eval_points(30, 10) == [10, 20, 30] and eval_points(25, 10) == [10, 20, 25] and eval_points(5, 10) == [5]
+
+
+def test_the_teacher_sweep_keeps_its_best_run_and_the_baseline_gets_the_students_steps(tmp_path):
+    rng = random.Random(11)
+    names = sorted(TOPICS)
+    rows = []
+    for i in range(200):
+        label = names[0] if i % 8 == 0 else names[1 + i % 2]  # animals rare (1 in 8)
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))] + rng.sample(TOPICS[label], 2)
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    write_tsv(tmp_path / "train.tsv", rows[:160])
+    write_tsv(tmp_path / "dev.tsv", rows[160:])
+    base = write_tiny(tmp_path / "base", "bert", "base", seed=1, layers=2, max_pos=64, pooling="mean")
+    report = compress(base=base, train_file=tmp_path / "train.tsv", dev_file=tmp_path / "dev.tsv",
+                      out_dir=tmp_path / "out", baseline="true", teacher_epochs=2, epochs=2,
+                      teacher_lrs="[1e-5, 3e-3]")
+    sel = report["selection"]
+    t = sel["teacher"]
+    assert [c["lr"] for c in t["candidates"]] == [1e-5, 3e-3]
+    assert all(len(c["evaluated"]) == 2 for c in t["candidates"])  # every epoch evaluated on dev
+    best = max((c for c in t["candidates"]), key=lambda c: c["kept"]["accuracy"] + c["kept"]["macro_f1"])
+    assert t["lr"] == best["lr"] and report["recipe"]["teacher_lr"] == best["lr"]
+    assert t["class_weights"] and t["class_weights"][0] > t["class_weights"][1]  # the rare label weighs more
+    # the teacher published is the kept epoch of the kept run: its dev scores are the report's
+    assert report["splits"]["dev"]["teacher"]["accuracy"] == pytest.approx(t["dev"]["accuracy"])
+    # the baseline trains as many optimizer steps as the student, on fewer texts: more epochs
+    assert sel["baseline"]["steps"] == sel["student"]["steps"] == sel["student"]["evaluated"][-1]["step"]
+    assert sel["baseline"]["evaluated"][-1]["epoch"] > sel["student"]["evaluated"][-1]["epoch"]
+    saved = json.loads((tmp_path / "out" / "baseline" / "training_config.json").read_text())
+    assert saved["class_weights"] == t["class_weights"] and saved["train"]["max_steps"] == sel["student"]["steps"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Chosen on dev" in md and "| teacher (kept) |" in md
+    assert not list((tmp_path / "out" / "work").glob("**/checkpoint.pt"))
+
+
+def test_epochs_left_to_the_data_are_filled_in(tmp_path):
+    write_tsv(tmp_path / "train.tsv", sentiment_rows(100, 12))
+    teacher = write_tiny(tmp_path / "teacher", "bert", "classification", seed=1, layers=2, max_pos=64, sharpen=0.3)
+    report = compress(teacher=teacher, train_file=tmp_path / "train.tsv", out_dir=tmp_path / "out", epochs="none",
+                      max_steps=3)
+    from training.compress import STUDENT_EPOCHS
+
+    assert report["recipe"]["epochs"] == STUDENT_EPOCHS[1]  # ~135 texts: the most epochs
+    assert report["selection"]["student"]["steps"] == 3  # max_steps caps them
