@@ -21,13 +21,14 @@ def tiny_tokenizer() -> model.Tokenizer:
 
 
 def write_tiny(path: Path, family: str, task: str, seed: int, layers: int = 2, hidden: int = 32,
-               max_pos: int = 128, pooling: str | None = None, sharpen: float = 0.0) -> Path:
+               max_pos: int = 128, pooling: str | None = None, sharpen: float = 0.0,
+               labels: dict[int, str] | None = None) -> Path:
     """``sharpen`` adds N(0, sharpen) noise to every weight: a random model with confident
     outputs, so a student has something to learn from it."""
     torch.manual_seed(seed)
     common = {"vocab_size": len(VOCAB), "hidden_size": hidden, "num_layers": layers, "num_heads": 4,
               "intermediate_size": hidden * 2, "max_position_embeddings": max_pos,
-              "id2label": {0: "negative", 1: "positive"}}
+              "id2label": labels or {0: "negative", 1: "positive"}}
     cfg = model.BertConfig(**common) if family == "bert" else model.DistilBertConfig(**common)
     cls = {c.family + c.task: c for c in model.CLASSES.values()}[family + task]
     m = cls(cfg).eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..backends.base import Text
 from ..core.errors import InvalidInput, Unsupported
@@ -159,10 +159,89 @@ class EmbedResponse(BaseModel):
     embeddings: list[list[float]]
 
 
+class TokenizeRequest(_Request):
+    _pairs: ClassVar[bool] = True
+    inputs: PairInputs = Field(description="A string, or a list of strings and [text, text_pair] pairs")
+
+
+class TokenizedInput(BaseModel):
+    ids: list[int] = Field(description="What the model would run: [CLS] text [SEP] (text_pair [SEP]), cut as "
+                           "truncate says")
+    tokens: list[str]
+    offsets: list[tuple[int, int]] = Field(description="Per token, its characters [start, end) in its own text "
+                                           "(text or text_pair, as type_ids says); [0, 0] for a special token")
+    type_ids: list[int] | None = Field(default=None, description="A pair's segments: 0 text, 1 text_pair "
+                                       "(BERT's token_type_ids; DistilBERT has none and ignores them)")
+    truncated: bool = Field(description="Tokens were cut to fit the model's max length")
+
+
+class TokenizeResponse(BaseModel):
+    model: str
+    max_length: int
+    inputs: list[TokenizedInput]
+
+
+class RerankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(description="Scored against each text as the pair (query, text)")
+    texts: list[str] = Field(description="The texts to rank")
+    top_n: Annotated[int, Field(ge=1)] | None = Field(default=None, description="Return only the best n")
+    return_texts: bool = Field(default=False, validation_alias=AliasChoices("return_texts", "return_text"),
+                               description="Echo each text beside its score (return_text, as TEI spells it, too)")
+    raw_scores: bool = Field(default=False, description="The relevance logit instead of a probability")
+    truncate: bool = Field(default=True, description="Cut a pair over the max length (the longer text first); "
+                           "if false it is a 422")
+    model: ModelName | None = Field(default=None, description="A cross-encoder classifier; default: the default model")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _precheck(cls, data: Any) -> Any:
+        return precheck(data, "texts", frozenset((*cls.model_fields, "return_text")))
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        _check_text(v, "query")
+        if not v.strip():
+            raise ValueError("query is empty or whitespace only")
+        return v
+
+    @field_validator("texts")
+    @classmethod
+    def _texts(cls, v: list[str]) -> list[str]:
+        _check_inputs(v, "texts")
+        return v
+
+
+class RankedText(BaseModel):
+    index: int = Field(description="The text's position in the request")
+    score: float
+    text: str | None = None
+
+
 class CompareRequest(_WithInputs):
-    task: Literal["classify", "embed"]
+    _pairs: ClassVar[bool] = True
+    inputs: PairInputs = Field(description="A string or a list of strings; [text, text_pair] pairs for classify; "
+                               "for rerank the texts ranked against query")
+    task: Literal["classify", "embed", "rerank"]
+    query: str | None = Field(default=None, description="rerank: the query each input is scored against")
+    top_n: Annotated[int, Field(ge=1)] | None = Field(default=None, description="rerank: the rankings' overlap "
+                                                      "is measured at this depth (default 10)")
     teacher: ModelName | None = Field(default=None, description="Default: the first model with role teacher")
     student: ModelName | None = Field(default=None, description="Default: the first model with role student")
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> CompareRequest:
+        if self.task != "classify" and any(not isinstance(t, str) for t in self.texts):
+            raise ValueError(f"task {self.task} takes texts, not [text, text_pair] pairs (pairs are for classify)")
+        if self.task == "rerank":
+            if self.query is None or not self.query.strip():
+                raise ValueError("task rerank needs a query (a non-empty string)")
+            _check_text(self.query, "query")
+        elif self.query is not None or self.top_n is not None:
+            raise ValueError("query and top_n belong to task rerank")
+        return self
 
 
 class ModelOutputs(BaseModel):
@@ -174,6 +253,7 @@ class ModelOutputs(BaseModel):
     inference_ms: float = Field(description="Longest forward pass an input was part of")
     predictions: list[list[LabelScore]] | None = None
     embeddings: list[list[float]] | None = None
+    ranking: list[RankedText] | None = Field(default=None, description="rerank: every input, best first")
 
 
 class CompareResponse(BaseModel):
@@ -184,6 +264,11 @@ class CompareResponse(BaseModel):
     label_agreement: float | None = Field(default=None, description="Share of inputs with the same top label")
     cosine: list[float] | None = Field(default=None, description="Per input, student vs teacher embedding")
     mean_cosine: float | None = None
+    top_n: int | None = Field(default=None, description="rerank: the depth of top_n_overlap")
+    top_n_overlap: float | None = Field(default=None, description="rerank: share of the teacher's top n that is in "
+                                        "the student's top n")
+    spearman: float | None = Field(default=None, description="rerank: Spearman rank correlation of the two "
+                                   "models' scores over all inputs (None below two inputs or for a constant one)")
 
 
 # -- OpenAI-compatible embeddings ------------------------------------------------------

@@ -61,6 +61,17 @@ class Prepared:
 
 
 @dataclass(slots=True)
+class Tokenized:
+    """One input as the model would see it (/tokenize): ids, their tokens and character offsets."""
+
+    ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]  # in the input's own text (text or text_pair); (0, 0) for a special token
+    type_ids: list[int] | None  # a pair's segments; None for a single text
+    truncated: bool
+
+
+@dataclass(slots=True)
 class Result:
     values: list[list[float]]  # per input: class scores in label order, or the embedding
     tokens: int
@@ -281,12 +292,58 @@ class Service:
         self.engine.metrics[backend.name].tokenization.observe(tok_s)
         return Prepared(backend, ids, sum(len(x) for x in ids), tok_s, segments if has_pairs else None)
 
+    async def tokenize_only(self, backend: Backend, texts: list[Text], truncate: bool,
+                            deadline: float) -> list[Tokenized]:
+        """What ``prepare`` would hand the engine for these inputs, with each id's token and offsets; the
+        same limits and length rules (422 over max_length without truncate), no queue and no forward."""
+        s = self.settings
+        if len(texts) > s.max_client_batch_size:
+            raise TooManyInputs(f"{len(texts)} inputs in one request; the limit is {s.max_client_batch_size}")
+        self.backend(backend.name)  # not ready: Unavailable
+        t0 = time.perf_counter()
+        flat = [part for t in texts for part in ((t,) if isinstance(t, str) else t)]
+        if sum(len(t) for t in flat) <= INLINE_TOKENIZE_CHARS:
+            encs, exact = backend.pieces_bounded(flat)
+        else:
+            encs, exact = await self._tokenize(backend, flat, deadline, backend.pieces_bounded)
+        tok = backend.tokenizer
+        rows: list[list[int] | Pair] = []
+        whole: list[bool] = []
+        k = 0
+        for t in texts:
+            if isinstance(t, str):
+                rows.append([tok.cls_id, *encs[k].ids, tok.sep_id])
+                whole.append(exact[k])
+                k += 1
+            else:
+                rows.append(Pair(encs[k].ids, encs[k + 1].ids))
+                whole.append(exact[k] and exact[k + 1])
+                k += 2
+        ids, segments = cut_inputs(backend, rows, whole, truncate)
+        out, k = [], 0
+        special = ([tok.backend.id_to_token(tok.cls_id)], [tok.backend.id_to_token(tok.sep_id)], [(0, 0)])
+        for t, row, start, ok in zip(texts, ids, segments, whole, strict=True):
+            if isinstance(t, str):
+                a, keep = encs[k], len(row) - 2
+                k += 1
+                out.append(Tokenized(row, [*special[0], *a.tokens[:keep], *special[1]],
+                                     [*special[2], *a.offsets[:keep], *special[2]], None, keep < len(a) or not ok))
+                continue
+            a, b = encs[k], encs[k + 1]
+            k += 2
+            ka, kb = start - 2, len(row) - start - 1
+            out.append(Tokenized(row, [*special[0], *a.tokens[:ka], *special[1], *b.tokens[:kb], *special[1]],
+                                 [*special[2], *a.offsets[:ka], *special[2], *b.offsets[:kb], *special[2]],
+                                 [0] * start + [1] * (len(row) - start), ka < len(a) or kb < len(b) or not ok))
+        self.engine.metrics[backend.name].tokenization.observe(time.perf_counter() - t0)  # type: ignore[union-attr]
+        return out
+
     async def _tokenize(self, backend: Backend, texts: list[Text],
-                        deadline: float) -> tuple[list[list[int] | Pair], list[bool]]:
+                        deadline: float, fn: Callable | None = None) -> tuple[list, list[bool]]:
         """On the model's own pool, within the deadline. A cancelled wait (the client left) also
         takes a job that has not started off the pool's queue."""
         try:
-            job = self._tokenizers[backend.name].submit(backend.tokenize_inputs, texts)
+            job = self._tokenizers[backend.name].submit(fn or backend.tokenize_inputs, texts)
         except RuntimeError:  # the pool was shut down: the drain's time is up
             raise Unavailable("the service is shutting down; retry on another replica") from None
         try:

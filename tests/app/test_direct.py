@@ -89,4 +89,5 @@ def test_malformed_bodies_are_the_same_4xx(client, path, content):
 def test_every_inference_route_is_called_directly(client):
     from app.api.inference import direct_routes
 
-    assert set(direct_routes(client.app.routes)) == {"/classify", "/embed", "/v1/embeddings", "/compare"}
+    assert set(direct_routes(client.app.routes)) == {"/classify", "/embed", "/v1/embeddings", "/compare", "/rerank",
+                                                     "/tokenize"}

@@ -29,6 +29,8 @@ BODIES = {
     "/embed": {"inputs": ["a b c"]},
     "/v1/embeddings": {"input": ["a b c"], "model": "embedder"},
     "/compare": {"inputs": ["a b c"], "task": "classify"},
+    "/rerank": {"query": "a", "texts": ["a b c"]},
+    "/tokenize": {"inputs": [["a b", "c"]]},
 }
 
 
@@ -130,9 +132,11 @@ def test_request_ids_are_kept_only_when_short_and_plain(client):
 
 @pytest.mark.parametrize(("path", "field"), [("/classify", "model"), ("/embed", "model"),
                                              ("/v1/embeddings", "model"), ("/compare", "teacher"),
-                                             ("/compare", "student")])
+                                             ("/compare", "student"), ("/rerank", "model"),
+                                             ("/tokenize", "model")])
 def test_a_huge_model_name_is_a_short_422(client, path, field):
-    body = {**({"input": ["a"], "model": "embedder"} if path == "/v1/embeddings" else {"inputs": ["a"]}),
+    first = {"/v1/embeddings": {"input": ["a"], "model": "embedder"}, "/rerank": {"query": "a", "texts": ["a"]}}
+    body = {**first.get(path, {"inputs": ["a"]}),
             **({"task": "classify"} if path == "/compare" else {}), field: "m" * 1_500_000}
     r = client.post(path, json=body)
     assert r.status_code == 422 and r.json()["error_type"] == "validation", r.text[:300]

@@ -1,4 +1,4 @@
-"""POST /compare: the teacher and the student on the same inputs, side by side."""
+"""POST /compare: the teacher and the student on the same inputs, side by side (classify, embed, rerank)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from fastapi import Request, Response
 
 from ...backends import Backend, OutputSpec
+from ...core import ranking
 from ...core.service import Service
 from ..deps import service_of
 from ..inference import infer, inference_router, json_response, until_disconnect
@@ -18,9 +19,16 @@ from ..schemas import CompareRequest, CompareResponse
 router = inference_router("compare")
 
 
+DEFAULT_TOP_N = 10
+
+
 def _pick(service: Service, name: str | None, role: str, task: str) -> Backend:
     """The role's entry for the task (a classifier and an embedder may be distinct entries per role)."""
-    return service.backend_for(task, name, role)
+    backend = service.backend_for("classify" if task == "rerank" else task, name, role)
+    if task == "rerank":
+        service.require_classifier(backend)
+        ranking.check_cross_encoder(backend.name, backend.labels)
+    return backend
 
 
 async def _both(steps) -> None:
@@ -59,6 +67,13 @@ async def compare(body: CompareRequest, request: Request) -> Response:
                               deadline, watch=False)
             results[role] = [backend.scores(v) for v in res.values]
             entry = {"model": backend.name, "predictions": results[role]}
+        elif body.task == "rerank":
+            spec = OutputSpec("classify", raw_scores=ranking.wants_logits(backend.labels, False))
+            pairs = [(body.query, t) for t in body.texts]
+            res = await infer(request, service, backend, pairs, body.truncate, spec, deadline, watch=False)
+            results[role] = [ranking.score(v, False) for v in res.values]
+            entry = {"model": backend.name, "ranking": [{"index": i, "score": results[role][i]}
+                                                        for i in ranking.ranking(results[role])]}
         else:
             spec = OutputSpec("embed", pooling=backend.default_pooling)
             res = await infer(request, service, backend, body.texts, body.truncate, spec, deadline, watch=False)
@@ -85,6 +100,12 @@ async def compare(body: CompareRequest, request: Request) -> Response:
         pairs = zip(results["student"], results["teacher"], strict=True)
         same = [s[0]["label"] == t[0]["label"] for s, t in pairs]
         out["label_agreement"] = sum(same) / len(same)
+    elif body.task == "rerank":
+        top_n = body.top_n or DEFAULT_TOP_N
+        student, teacher = results["student"], results["teacher"]
+        out["top_n"] = min(top_n, len(teacher))
+        out["top_n_overlap"] = ranking.overlap(ranking.ranking(teacher), ranking.ranking(student), top_n)
+        out["spearman"] = ranking.spearman(teacher, student)
     else:
         s_dim, t_dim = len(results["student"][0]), len(results["teacher"][0])
         if s_dim == t_dim:
