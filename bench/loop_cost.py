@@ -28,10 +28,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import env
-from .__main__ import _free_port, stop_server, wait_ready
-from .loadgen import Level, run_level
-from .readme import write_section
+from lab import environment as env
+from lab.loadgen import Level, run_level
+from lab.readme import write_section
+from lab.server import free_port, stop_server, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ["the movie was great", "stocks fell sharply today after the report",
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = os.getloadavg()[0]
     try:
         for name, (cwd, cmd) in servers.items():
-            port = _free_port()
+            port = free_port()
             procs[name] = _start(name, cmd, cwd, env_vars, port, logs)
             urls[name] = f"http://127.0.0.1:{port}"
         for name, url in urls.items():

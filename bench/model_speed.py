@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 import model
-
-from .env import cpu_model
-from .readme import write_section
+from lab.environment import cpu_model
+from lab.readme import write_section
 
 SHAPES = [(1, 128), (8, 128), (32, 128)]
 

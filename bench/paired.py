@@ -13,9 +13,9 @@ import statistics
 import time
 
 from app.settings import ModelSpec
+from lab.loadgen import HttpxClient, LeanClient
 
 from .inprocess import load_backend
-from .loadgen import HttpxClient, LeanClient
 
 
 async def overhead(url: str, spec: ModelSpec, device: str, inputs: list[tuple[list[str], int]],

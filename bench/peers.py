@@ -28,9 +28,11 @@ from pathlib import Path
 
 import httpx
 
-from . import env, profiles
-from .__main__ import ROOT, _free_port, wait_ready
-from .loadgen import Level, run_level
+from lab import environment as env
+from lab.loadgen import Level, run_level
+from lab.server import ROOT, free_port, wait_ready
+
+from . import profiles
 
 MODEL_NAME = "minilm"
 ENDPOINT = "/v1/embeddings"
@@ -258,7 +260,7 @@ def race(args: argparse.Namespace) -> dict:
     out_fid: dict[str, dict] = {}
     try:
         for e in engines:  # one at a time: start-up of one does not slow another's
-            port = _free_port()
+            port = free_port()
             proc = launch(e, folder, port, work, venv, onnx_dirs)
             procs[e.name] = (proc, f"http://127.0.0.1:{port}")
             _wait(procs[e.name][1], proc, e)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .readme import write_section
+from lab.readme import write_section
 
 SECTION = "peers"
 FIDELITY_BAR = 0.99  # min cosine to the fp32 reference for "equal fidelity" (issue 13)

@@ -31,7 +31,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from .readme import write_section
+from lab.readme import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
     p.add_argument("--loads", type=int, default=9, help="page loads timed for the first paint")
     args = p.parse_args(argv)
-    from . import env as environment
-    from .__main__ import start_server, stop_server, wait_ready  # the service's start and stop, as make bench
+    from lab import environment
+    from lab.server import start_server, stop_server, wait_ready  # the service's start and stop, as make bench
 
     with tempfile.TemporaryDirectory() as scratch:
         models_dir, env, which = _models(args.artifacts, Path(scratch))

@@ -15,11 +15,11 @@ BOUNDS = {"short": (1, 20), "medium": (21, 64), "long": (65, 256)}
 
 def source_texts() -> tuple[list[str], str]:
     try:
-        from experiments.assets import cache_root
+        from lab.assets import cache_root
 
         root = cache_root()
         if (root / "sentiment" / ".complete").is_file() and (root / "news" / ".complete").is_file():
-            from experiments.datasets import load_news, load_sentiment
+            from lab.datasets import load_news, load_sentiment
 
             snippets = [t for t, _ in load_sentiment(root / "sentiment")["test"]]
             news = load_news(root / "news")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lab.readme import markers, write_section
+
 from .profiles import BOUNDS
-from .readme import markers, write_section
 
 __all__ = ["markers", "write_all", "write_section"]  # the writer's old home: importers keep working
 

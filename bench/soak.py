@@ -30,8 +30,8 @@ from pathlib import Path
 
 import httpx
 
-from .loadgen import LeanClient, percentile
-from .readme import write_section
+from lab.loadgen import LeanClient, percentile
+from lab.readme import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = (("/classify", 0.40), ("/embed", 0.25), ("/v1/embeddings", 0.20), ("/compare", 0.15))
@@ -315,11 +315,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--readme", help="README to write the soak line into")
     p.add_argument("--command-name", default="make soak")
     args = p.parse_args(argv)
-    from .__main__ import _free_port, stop_server, wait_ready
+    from lab.server import free_port, stop_server, wait_ready
 
     proc, url, pid = None, args.url, args.server_pid
     if args.start_server:
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, **(serve_env(Path(args.models_dir)) if args.models_dir else {})}
         log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"soak-server-{port}.log", "w")

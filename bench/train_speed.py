@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 
 import model
+from lab.readme import write_section
 from training import objective
 from training.init import init_student
 from training.masking import MaskingConfig, mask_tokens
-
-from .readme import write_section
 
 SIZES = {
     "tiny": {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "intermediate_size": 128},

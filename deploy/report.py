@@ -10,7 +10,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from bench.readme import write_section
+from lab.readme import write_section
 
 SECTION = "image"
 

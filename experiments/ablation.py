@@ -32,11 +32,11 @@ from pathlib import Path
 
 import torch
 
-from bench.env import cpu_model
-from bench.readme import write_section
+from lab.datasets import LABELS, write_splits
+from lab.environment import cpu_model
+from lab.readme import write_section
 from training.data import read_labeled
 
-from .datasets import LABELS, write_splits
 from .pipeline import (
     BASELINE,
     IN_DOMAIN,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from bench.env import cpu_model
+from lab.environment import cpu_model
 
 from .ablation import PLAIN
 from .pipeline import PipelineConfig, Recipe, load_data, select, train_student, train_teacher

@@ -19,10 +19,9 @@ import logging
 import random
 from pathlib import Path
 
+from lab.assets import fetch
+from lab.datasets import cut_sentences, load_news, load_ood, load_sentiment, write_atomic
 from training.compress_embed import EmbedCompressConfig, run_compress_embed
-
-from .assets import fetch
-from .datasets import cut_sentences, load_news, load_ood, load_sentiment, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 NEWS_SENTENCES = 12_000  # news is the largest domain by far: capped so it does not drown the others

@@ -42,8 +42,11 @@ from pathlib import Path
 import torch
 
 import model
-from bench.env import cpu_model
+from lab.assets import fetch
+from lab.datasets import LABELS, cut_sentences, load_news, load_ood, load_sentiment, write_atomic, write_splits
+from lab.environment import cpu_model
 from model.pooling import mean_pool
+from training.augment import perturb
 from training.common import classification_metrics, score
 from training.config import DistillConfig, FinetuneConfig, TaskDistillConfig, to_dict
 from training.data import collate, read_labeled
@@ -51,9 +54,6 @@ from training.distill import run_distill
 from training.distill_task import merge_teacher_scores, run_distill_task, score_teacher, teacher_pass
 from training.finetune import run_finetune
 from training.trainer import TrainConfig
-
-from .assets import fetch
-from .datasets import LABELS, cut_sentences, load_news, load_ood, load_sentiment, perturb, write_atomic, write_splits
 
 log = logging.getLogger("experiments.pipeline")
 Rows = list[tuple[str, int]]
@@ -73,7 +73,7 @@ class Recipe:
 
     general_distillation: bool = False  # start from a student generally distilled on news
     augment: bool = True  # + unlabeled news sentences scored by the teacher (KD only)
-    perturbed: float = 0.5  # + this many perturbed copies per training text (datasets.perturb), scored by the teacher
+    perturbed: float = 0.5  # + this many perturbed copies per training text (training.augment), scored by the teacher
     freeze_embeddings: bool = False
     alpha_embed: float = 1.0  # pooled cosine toward embed_toward's mean-pooled last layer
     # "teacher": match the fine-tuned teacher's own (a 384-wide target per text besides its two logits);

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.readme import write_section
+from lab.readme import write_section
 
 NAMES = {"teacher": "Teacher: all-MiniLM-L6-v2 (BERT, 6 layers) fine-tuned",
          "student": "Student: DistilBERT, 3 layers, distilled",

@@ -32,10 +32,9 @@ from app.backends import Backend, OutputSpec
 from app.backends.onnx import OnnxBackend
 from app.backends.torch import TorchBackend
 from app.settings import ModelSpec
-from bench.readme import markers, write_section
-
-from .assets import fetch
-from .datasets import load_news, load_ood, load_sentiment
+from lab.assets import fetch
+from lab.datasets import load_news, load_ood, load_sentiment
+from lab.readme import markers, write_section
 
 log = logging.getLogger("experiments.variants")
 VARIANTS = (("torch", "fp32"), ("torch", "int8"), ("onnx", "fp32"), ("onnx", "int8"))
@@ -177,13 +176,13 @@ def http_ratio(artifacts: Path, texts: list[str], rounds: int = 3, block_s: floa
     import os
     import subprocess
 
-    from bench.__main__ import _free_port, stop_server, wait_ready
-    from bench.loadgen import Level, run_level
+    from lab.loadgen import Level, run_level
+    from lab.server import free_port, stop_server, wait_ready
 
     models = [{"name": "teacher", "path": str(artifacts / "teacher"), "role": "teacher"},
               {"name": "student", "path": str(artifacts / "student"), "role": "student", "backend": "onnx",
                "precision": "int8"}]
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DISTIL_MODELS": json.dumps(models), "DISTIL_CONFIG": "", "DISTIL_ACCESS_LOG": "false"}
     with (artifacts / "variants-http.log").open("w") as log_file:
@@ -288,7 +287,7 @@ def run(artifacts: Path, limit: int | None = None, rounds: int = 200, n_embed: i
     import onnxruntime
     import torch
 
-    from bench.env import cpu_model
+    from lab.environment import cpu_model
 
     sentiment = load_sentiment(fetch("sentiment"))
     test = {IN_DOMAIN: sentiment["test"], **{d: h["test"] for d, h in load_ood(fetch("sentiment_ood")).items()}}

@@ -1,9 +1,8 @@
 """Extra text for a student to learn the teacher on: nearby copies of the training texts.
 
 The teacher scores these copies and only its soft targets supervise them (the recipe's "perturbed" text,
-``python -m training compress``). ``perturb`` is the one ``make models`` has used since its recipe was
-chosen; its output is fixed byte for byte (stored runs depend on it: tests compare it with
-``experiments.datasets.perturb``).
+``python -m training compress``, and ``make models``). ``perturb``'s output is fixed byte for byte: the
+ablation's stored runs were scored on it (tests/training/test_compress.py pins its digest).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import ModelSpec, Settings
-from experiments.assets import fetch
+from lab.assets import fetch
 from tests.app.conftest import wait_ready
 from tests.fixtures import write_tiny
 

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from app.core.service import Status
 from app.main import create_app
-from bench.__main__ import wait_ready as wait_url_ready
+from lab.server import wait_ready as wait_url_ready
 from tests.app.conftest import make_settings, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]

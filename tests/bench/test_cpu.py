@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from bench.cpu import per_request, snapshot
+from lab.cpu import per_request, snapshot
 
 
 def _spin(seconds: float) -> None:

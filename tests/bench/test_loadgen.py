@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from bench.loadgen import CLIENTS, LeanClient, Level, percentile, run_level
+from lab.loadgen import CLIENTS, LeanClient, Level, percentile, run_level
 
 LOCK = asyncio.Lock()
 

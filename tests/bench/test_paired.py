@@ -6,8 +6,8 @@ import asyncio
 
 from app.main import create_app
 from app.settings import ModelSpec
-from bench.__main__ import wait_ready
 from bench.paired import overhead
+from lab.server import wait_ready
 from tests.app.conftest import make_settings
 from tests.bench.test_loadgen import serve
 from tests.fixtures import tiny_pair

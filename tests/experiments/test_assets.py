@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import model
-from experiments.assets import MANIFEST, AssetError, fetch, verify
-from experiments.datasets import cut_sentences, load_news, load_ood, load_sentiment, split_of
+from lab.assets import MANIFEST, AssetError, fetch, verify
+from lab.datasets import cut_sentences, load_news, load_ood, load_sentiment, split_of
 
 
 @pytest.fixture(scope="module")

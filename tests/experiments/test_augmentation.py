@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
-from experiments.datasets import perturb, write_splits
 from experiments.pipeline import Recipe, baseline_of, unlabeled_for
+from lab.datasets import write_splits
+from training.augment import perturb
 
 
 def _is_subsequence(small: list[str], big: list[str]) -> bool:

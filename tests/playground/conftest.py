@@ -16,7 +16,7 @@ API_KEY = "playground-test-key"
 
 @contextmanager
 def service(models: Path, **env: str) -> Iterator[str]:
-    from bench.__main__ import start_server, stop_server, wait_ready
+    from lab.server import start_server, stop_server, wait_ready
 
     port = free_port()
     proc = start_server(models, port, {"DISTIL_DEVICE": "cpu", **env})

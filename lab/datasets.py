@@ -10,7 +10,6 @@ import csv
 import hashlib
 import io
 import os
-import random
 import re
 from pathlib import Path
 
@@ -85,23 +84,6 @@ def write_splits(data: dict[str, list[tuple[str, int]]], out_dir: str | Path) ->
     return paths
 
 
-def perturb(text: str, rng: random.Random, drop: float = 0.15, keep: tuple[float, float] = (0.4, 0.8)) -> str:
-    """A nearby text for the teacher to score (Tang et al. 2019's augmentation, without a tagger): a
-    contiguous span of ``keep`` of the words, or each word dropped with probability ``drop`` (at least
-    one), equally often. Labels do not survive such edits (a cut can drop the "not"), which is why only the
-    teacher's soft targets supervise these texts."""
-    words = text.split()
-    if len(words) < 3:
-        return " ".join(words)  # whitespace folded as in every other copy: one line per text
-    if rng.random() < 0.5:
-        n = max(2, round(len(words) * rng.uniform(*keep)))
-        start = rng.randrange(len(words) - n + 1)
-        return " ".join(words[start:start + n])
-    gone = {i for i in range(len(words)) if rng.random() < drop} or {rng.randrange(len(words))}
-    kept = [w for i, w in enumerate(words) if i not in gone]
-    return " ".join(kept if len(kept) >= 2 else words[:2])
-
-
 def write_atomic(path: Path, text: str) -> Path:
     """Write ``text`` unless the file already holds it, through a temporary file and a rename, so a
     process reading it meanwhile (``make models`` and ``make ablation`` share a work folder) never
@@ -141,7 +123,7 @@ def load_news(folder: str | Path) -> dict[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m experiments.datasets --out data``: the real data as plain files for the CLI.
+    """``python -m lab.datasets --out data``: the real data as plain files for the CLI.
 
     Writes data/sentiment/{train,dev,test}.tsv (text, label) and data/news.txt (one paragraph
     per line) and data/news_heldout.txt (held-out sentences).

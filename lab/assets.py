@@ -21,7 +21,7 @@ from pathlib import Path
 
 from model.checkpoint import file_sha256
 
-log = logging.getLogger("experiments.assets")
+log = logging.getLogger("lab.assets")
 
 
 class AssetError(RuntimeError):
@@ -161,7 +161,7 @@ def fetch(name: str, root: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m experiments.assets [name ...]``: fetch and verify (all by default)."""
+    """``python -m lab.assets [name ...]``: fetch and verify (all by default)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = (argv if argv is not None else sys.argv[1:]) or sorted(MANIFEST)
     for n in names:
