@@ -428,6 +428,11 @@ def _steps(n: int, batch_size: int, epochs: int, cap: int | None) -> int:
     return min(steps, cap) if cap else steps
 
 
+def sweep_steps(n_lrs: int, per_epoch: int, each: int) -> int:
+    """Optimizer steps of the teacher's sweep: every rate's first epoch, then the rest of one run."""
+    return each if n_lrs < 2 else each + (n_lrs - 1) * min(per_epoch, each)
+
+
 def _extra_counts(cfg: CompressConfig, prep: Prepared, fraction: float = 1.0) -> tuple[int, int]:
     """(perturbed copies, unlabeled texts) the student's extra text holds at ``fraction`` of the recipe's."""
     n_train = len(prep.tables["train"])
@@ -457,7 +462,8 @@ def plan_budget(run: Run) -> dict:
     n_lrs = len(cfg.teacher_lrs)  # the teacher's sweep: one run per learning rate
     teacher_each = _steps(n_train, cfg.batch_size, cfg.teacher_epochs, cfg.max_steps) if cfg.base else 0
     student = _steps(n_train + copies + n_unl, cfg.batch_size, cfg.epochs, cfg.max_steps)
-    steps = {"teacher": teacher_each * n_lrs, "student": student, "baseline": student if cfg.baseline else 0}
+    steps = {"teacher": sweep_steps(n_lrs, math.ceil(n_train / cfg.batch_size), teacher_each) if cfg.base else 0,
+             "student": student, "baseline": student if cfg.baseline else 0}
     probe = _probe(run)
     n_eval = sum(len(prep.tables[s]) for s in SPLITS if s in prep.tables) * (3 if cfg.baseline else 2)
     fixed = probe["s_per_score_batch"] * (math.ceil((n_train + copies + n_unl) / 64) + math.ceil(n_eval / 64))
@@ -477,7 +483,8 @@ def plan_budget(run: Run) -> dict:
                                            _steps(n_student, cfg.batch_size, cfg.epochs, cfg.max_steps)))
         if cfg.base:
             plan["teacher_steps"] = max(1, round(teacher_each * scale))  # each run of the sweep
-    chosen = {"teacher": plan.get("teacher_steps", teacher_each) * n_lrs if cfg.base else 0,
+    per_epoch = math.ceil(n_train / cfg.batch_size)
+    chosen = {"teacher": sweep_steps(n_lrs, per_epoch, plan.get("teacher_steps", teacher_each)) if cfg.base else 0,
               "student": plan.get("student_steps", student)}
     chosen["baseline"] = chosen["student"] if cfg.baseline else 0  # the same budget: as many steps
     chosen = {k: v for k, v in chosen.items() if v}
@@ -646,46 +653,60 @@ class Selector:
 
 # -- the training stages -----------------------------------------------------------------------------
 def _train_teacher(run: Run) -> dict:
-    """base= : the encoder with a new head, fine-tuned on the training labels (training.finetune's loop),
-    once per learning rate of the sweep, each evaluated on dev after every epoch; the best (learning rate,
-    epoch) is the teacher. Cross-entropy weighted by label when the labels are unbalanced (class_weight)."""
+    """base= : the encoder with a new head, fine-tuned on the training labels (training.finetune's loop) at
+    each learning rate of the sweep, by successive halving: every rate trains its first epoch (of the same
+    schedule), is evaluated on dev, and the best one alone trains on to the end, evaluated after every epoch;
+    the best (learning rate, epoch) on dev is the teacher. Cross-entropy weighted by label when the labels
+    are unbalanced (class_weight)."""
     cfg, p = run.cfg, run.prep
-    lrs = [cfg.teacher_lr] if cfg.teacher_lr is not None else list(cfg.teacher_lrs)
+    lrs = list(cfg.teacher_lrs)
     weights = class_weights(p.labels["train"], len(p.id2label), cfg.class_weight)
     per_epoch = math.ceil(len(p.ids["train"]) / cfg.batch_size)
     total = run.plan.get("teacher_steps") or _steps(len(p.ids["train"]), cfg.batch_size, cfg.teacher_epochs,
                                                     cfg.max_steps)
-    log.info("teacher: fine-tuning %s on %d texts, learning rates %s, %d epochs (%d steps) each, the best epoch on "
-             "dev kept; class weights %s -> %s", p.source, len(p.tables["train"]), lrs, cfg.teacher_epochs, total,
-             weights, run.out / "teacher")
-    candidates = []
-    for lr in lrs:
+    first = min(per_epoch, total) if len(lrs) > 1 else total  # the steps every rate trains
+    log.info("teacher: fine-tuning %s on %d texts: learning rates %s for %d steps each, the best on dev on to "
+             "%d steps (%d epochs), its best epoch on dev kept; class weights %s -> %s", p.source,
+             len(p.tables["train"]), lrs, first, total, cfg.teacher_epochs, weights, run.out / "teacher")
+
+    def train(lr: float, stop_at: int | None, resume: bool) -> dict:
         name = f"teacher/lr{lr:g}"
-        done = run.out / "work" / name / "done.json"
-        if done.is_file():  # finished before a stop: its result stands
-            candidates.append(json.loads(done.read_text()))
-            continue
         seed_all(cfg.seed)
         clf = classifier_from(p.source, p.id2label)
         fcfg = FinetuneConfig(model=str(p.source), train_file=cfg.train_file, dev_file=cfg.dev_file,
                               text_column=cfg.text_column, label_column=cfg.label_column,
                               labels=[p.id2label[i] for i in range(len(p.id2label))], max_length=cfg.max_length,
                               class_weights=weights,
-                              train=run.train_config(name, cfg.teacher_epochs, lr, total, per_epoch))
+                              train=replace(run.train_config(name, cfg.teacher_epochs, lr, total, per_epoch),
+                                            stop_at=stop_at, **({"resume": True} if resume else {})))
         selector = Selector(run, run.out / "work" / name / "best", fcfg, str(p.source), True,
                             eval_points(total, per_epoch), per_epoch)
         train_classifier(fcfg, clf, p.tok, p.ids["train"], p.labels["train"], None, str(p.source), selector,
                          token_types=p.types["train"] if has_types(clf) else None)
-        result = {"lr": lr, **selector.summary()}
-        done.write_text(json.dumps(result, indent=1) + "\n")
-        candidates.append(result)
-        log.info("teacher lr %g: dev %s at epoch %g", lr, _scores(result["kept"]), result["kept"]["epoch"])
-    chosen = pick_best([c["kept"] | {"lr": c["lr"]} for c in candidates])
+        return {"lr": lr, **selector.summary()}
+
+    def once(lr: float, what: str, stop_at: int | None, resume: bool) -> dict:
+        """A round of one rate, its record kept (a stopped command does not train it again)."""
+        record = run.out / "work" / f"teacher/lr{lr:g}" / f"{what}.json"
+        if record.is_file():
+            return json.loads(record.read_text())
+        result = train(lr, stop_at, resume)
+        record.write_text(json.dumps(result, indent=1) + "\n")
+        log.info("teacher lr %g (%s): dev %s at epoch %g", lr, what, _scores(result["kept"]), result["kept"]["epoch"])
+        return result
+
+    paused = first < total
+    candidates = {lr: once(lr, "first" if paused else "done", first if paused else None, False) for lr in lrs}
+    if paused:
+        survivor = pick_best([c["kept"] | {"lr": c["lr"]} for c in candidates.values()])["lr"]
+        log.info("teacher: lr %g trains on (the best after %d steps)", survivor, first)
+        candidates[survivor] = once(survivor, "done", None, True)
+    chosen = pick_best([c["kept"] | {"lr": c["lr"]} for c in candidates.values()])
     log.info("teacher: lr %g, epoch %g kept (dev %s)", chosen["lr"], chosen["epoch"], _scores(chosen))
     run.publish("teacher", f"lr{chosen['lr']:g}/best")
     return {"selection": {"lr": chosen["lr"], "epoch": chosen["epoch"], "step": chosen["step"],
                           "dev": {k: chosen[k] for k in ("accuracy", "macro_f1")}, "class_weights": weights,
-                          "candidates": candidates, "steps_each": total}}
+                          "candidates": list(candidates.values()), "steps_each": first, "steps_kept_run": total}}
 
 
 def _scores(m: dict) -> str:

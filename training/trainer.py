@@ -55,6 +55,9 @@ class TrainConfig:
     save_every: int = 200
     resume: bool = False
     progress: bool = True
+    # Pause after this many optimizer steps of the schedule (a checkpoint, no export); a resume with it
+    # unset finishes the same run. None: train to the end.
+    stop_at: int | None = None
 
     def __post_init__(self) -> None:  # before any data is read or scored
         if self.amp not in AMP_MODES:
@@ -115,7 +118,7 @@ class CheckpointRefused(RuntimeError):
 
 
 # How a run is carried out, not what it computes: these may change between a run and its resume.
-RESUMABLE_CHANGES = ("resume", "progress", "threads", "device", "log_every", "save_every", "eval_every")
+RESUMABLE_CHANGES = ("resume", "progress", "threads", "device", "log_every", "save_every", "eval_every", "stop_at")
 
 
 def check_same_config(saved: dict, current: dict, path: Path) -> None:
@@ -292,9 +295,10 @@ class Trainer:
                  self.total_steps, self.steps_per_epoch, self.world, self.device, self.amp_dtype,
                  cfg.batch_size * cfg.grad_accum * self.world)
         t_last, tokens_since = time.perf_counter(), 0
-        while self.state.step < self.total_steps:
+        end = min(self.total_steps, cfg.stop_at or self.total_steps)
+        while self.state.step < end:
             batches = self._rank_batches(self.state.epoch)
-            while self.state.step < self.total_steps and self.state.micro + cfg.grad_accum <= len(batches):
+            while self.state.step < end and self.state.micro + cfg.grad_accum <= len(batches):
                 sums: dict[str, float] = {}
                 for k in range(cfg.grad_accum):
                     batch = self.make_batch(batches[self.state.micro + k])
@@ -337,11 +341,14 @@ class Trainer:
                     self.evaluate()
                 if cfg.save_every and self.state.step % cfg.save_every == 0:
                     self.save_checkpoint()
-            if self.state.step < self.total_steps:
+            if self.state.step < end:
                 self.state.epoch += 1
                 self.state.micro = 0
         bar.close()
         self.save_checkpoint()
+        if self.state.step < self.total_steps:  # paused at stop_at: resumed later
+            log.info("paused at step %d of %d (stop_at)", self.state.step, self.total_steps)
+            return {}
         final = self.evaluate()
         if self.export_fn and self.rank == 0:
             self.export_fn(self.model)

@@ -420,9 +420,13 @@ def test_the_teacher_sweep_keeps_its_best_run_and_the_baseline_gets_the_students
     sel = report["selection"]
     t = sel["teacher"]
     assert [c["lr"] for c in t["candidates"]] == [1e-5, 3e-3]
-    assert all(len(c["evaluated"]) == 2 for c in t["candidates"])  # every epoch evaluated on dev
+    # successive halving: each rate's first epoch, then the best of those on to the end, every epoch on dev
+    first = [c["evaluated"][0] for c in t["candidates"]]
+    survivor = t["candidates"][max(range(2), key=lambda i: first[i]["accuracy"] + first[i]["macro_f1"])]
+    assert sorted(len(c["evaluated"]) for c in t["candidates"]) == [1, 2] and len(survivor["evaluated"]) == 2
     best = max((c for c in t["candidates"]), key=lambda c: c["kept"]["accuracy"] + c["kept"]["macro_f1"])
     assert t["lr"] == best["lr"] and report["recipe"]["teacher_lr"] == best["lr"]
+    assert report["stages"]["teacher"]["ran"] and t["steps_each"] == first[0]["step"] < t["steps_kept_run"]
     assert t["class_weights"] and t["class_weights"][0] > t["class_weights"][1]  # the rare label weighs more
     # the teacher published is the kept epoch of the kept run: its dev scores are the report's
     assert report["splits"]["dev"]["teacher"]["accuracy"] == pytest.approx(t["dev"]["accuracy"])

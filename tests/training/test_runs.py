@@ -455,3 +455,20 @@ def test_bf16_native_autocasts_where_the_cpu_flags_list_bf16_and_an_unknown_amp_
     assert f"amp {'torch.bfloat16' if native else 'None'}," in (out / "train.log").read_text()
     with pytest.raises(ValueError, match="amp='bf17'"):
         run_distill(load_config(DistillConfig, None, _distill_args(assets, tmp_path / "bad", **{"train.amp": "bf17"})))
+
+
+def test_a_run_paused_at_stop_at_and_resumed_equals_the_uninterrupted_run(assets, tmp_path):
+    """compress's teacher sweep trains each learning rate's first epoch, then resumes the best one."""
+    whole = load_config(DistillConfig, None, _distill_args(assets, tmp_path / "whole", **{"train.max_steps": 4}))
+    run_distill(whole)
+    cut = load_config(DistillConfig, None, _distill_args(assets, tmp_path / "cut", **{"train.max_steps": 4,
+                                                                                       "train.stop_at": 2}))
+    run_distill(cut)
+    log = (tmp_path / "cut" / "train.log").read_text()
+    assert "paused at step 2 of 4" in log and not (tmp_path / "cut" / "final").exists()
+    run_distill(dataclasses.replace(cut, train=dataclasses.replace(cut.train, stop_at=None, resume=True)))
+
+    def digest(out: Path) -> str:
+        return [line for line in (out / "train.log").read_text().splitlines() if "weights digest" in line][-1].split()[-1]
+
+    assert digest(tmp_path / "cut") == digest(tmp_path / "whole")
