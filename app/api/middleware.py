@@ -59,7 +59,7 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        rid, length, authorization, content_type = b"", None, b"", b""
+        rid, length, authorization, content_type, json_length = b"", None, b"", b"", b""
         header_bytes = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         for k, v in scope["headers"]:
             header_bytes += len(k) + len(v) + 4
@@ -71,6 +71,8 @@ class RequestContext:
                 authorization = v
             elif k == b"content-type":
                 content_type = v
+            elif k == b"inference-header-content-length":  # the Open Inference Protocol's binary tensors
+                json_length = v
         # A client's id is echoed in a header and written to the log: only a short, plain one is kept.
         rid = rid.decode("ascii") if rid and REQUEST_ID.fullmatch(rid) else self._new_id()
         record = RequestRecord(rid, start)
@@ -107,7 +109,9 @@ class RequestContext:
                         raise Unavailable("the service is shutting down; retry on another replica")
                 body = await self._read_body(scope, receive, length)
                 if record.inference and body:
-                    precheck_body(body, self.service.settings.max_client_batch_size)
+                    # A body of binary tensors is JSON only up to this length: the rest is not scanned as JSON.
+                    json_part = body[:int(json_length)] if json_length.isdigit() else body
+                    precheck_body(json_part, self.service.settings.max_client_batch_size)
             except ServiceError as e:
                 response = render_exception(e, record)
                 if isinstance(e, SlowBody | HeadersTooLarge):  # the rest of its body may still come: do not read on

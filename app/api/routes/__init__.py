@@ -6,6 +6,7 @@ level FastAPI walks when matching every request.
 
 from fastapi import APIRouter
 
-from . import compare, native, openai, ops, playground
+from . import compare, native, openai, ops, playground, v2
 
-routers: list[APIRouter] = [native.router, openai.router, compare.router, ops.router, playground.router]
+routers: list[APIRouter] = [native.router, openai.router, compare.router, v2.router, v2.meta_router, ops.router,
+                            playground.router]
