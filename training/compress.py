@@ -7,18 +7,27 @@ recipe ``make models`` keeps 97% of its teacher with, and the evidence of how we
 Stages, each skipped when its inputs (the data files' bytes, the options it reads, the models it starts
 from) are the same as the finished run's in out_dir:
 
-  teacher   base= only: the encoder fine-tuned on the labels (training.finetune)      -> out_dir/teacher
+  teacher   base= only: the encoder fine-tuned on the labels (training.finetune) at each learning
+            rate of teacher_lrs (5e-5, 1e-4, 2e-4) by successive halving: every rate's first epoch,
+            then the best on dev trains on; its best epoch on dev kept            -> out_dir/teacher
   student   half the teacher's layers, one in two copied from it (training.init); trained on the
             teacher's soft targets (alpha 1, T 2) for the training texts, perturbed copies of half of
             them (training.augment) and any unlabeled text, plus a pooled-cosine loss toward the
-            teacher's mean-pooled last layer (alpha_embed 1)                         -> out_dir/student
-  baseline  baseline=true: the same student trained on the labels alone              -> out_dir/baseline
+            teacher's mean-pooled last layer (alpha_embed 1); its best epoch on dev kept -> out_dir/student
+  baseline  baseline=true: the same student trained on the labels alone, for as many optimizer steps
+            as the student (the same budget), its best epoch on dev kept         -> out_dir/baseline
   evaluate  per split: accuracy, macro and per-label F1, agreement with the teacher, retention;
             batch-1 CPU latency, parameters  -> report.json, report.md, accuracy_latency.png, serve.json
 
-Where the defaults come from: ``experiments.pipeline.Recipe`` (chosen on dev splits by ``make ablation`` and
-``make candidates``: docs/ablation.md) and ``PipelineConfig``'s student budget (3 epochs, lr 1e-4, batch
-32, warm-up 6%) and teacher budget (2 epochs, lr 1e-4). Every input problem is an ``InputError`` (a
+Where the defaults come from: the student's recipe is ``experiments.pipeline.Recipe`` (chosen on dev splits
+by ``make ablation`` and ``make candidates``: docs/ablation.md), lr 1e-4, batch 32, warm-up 6%. What
+depends on the data is fitted to it (``fitted``, ``class_weights``, the sweep): epochs by the number of
+texts (at least TEACHER_STEPS / STUDENT_STEPS optimizer steps, 3 to 10 epochs), the teacher's learning
+rate and every stage's epoch on the dev split, and class-weighted cross-entropy (the square root of
+balanced weights) for the teacher and the baseline when the most frequent label has 3x the rows of the
+rarest. The evidence, on several tasks: docs/compress.md (``python -m experiments.evidence``).
+The report (report.md) says what was chosen and each label's F1, and warns when a model never predicts
+a label the split has. Every input problem is an ``InputError`` (a
 ValueError) raised before the first training step (``prepare``).
 """
 
