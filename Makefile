@@ -106,6 +106,14 @@ ablation: install assets
 candidates: install assets
 	$(PY) -m experiments.candidates --work $(ARTIFACTS)/work --out docs/candidates.json --workers 2 --threads 1
 
+# Evidence for compress's defaults (docs/compress.md + .json): python -m training compress on each task of
+# experiments/tasks.py (base= all-MiniLM-L6-v2, baseline, a 3-layer student), one run at a time under
+# nice; each run's row is kept as it finishes. SEEDS="42 43" for more seeds, TASKS="source" for fewer.
+.PHONY: evidence
+evidence: install assets
+	$(PY) -m experiments.evidence --work $(ARTIFACTS)/evidence $(if $(TASKS),--tasks $(TASKS)) \
+	  $(if $(SEEDS),--seeds $(SEEDS))
+
 $(ARTIFACTS)/results.json:
 	$(MAKE) models
 
