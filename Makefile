@@ -7,7 +7,7 @@ ARTIFACTS ?= artifacts
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: system-deps install assets test test-fast lint format models ablation candidates serve bench bench-paper bench-model bench-train report screenshot clean container-engine base-image image test-image
+.PHONY: system-deps install assets test test-fast lint format models ablation candidates serve bench bench-paper bench-model bench-train report docs screenshot clean container-engine base-image image test-image
 
 install: $(STAMP)
 
@@ -64,10 +64,9 @@ image: container-engine
 
 # Builds the image and runs it for real (a few minutes): uid, /ready, the same numbers as
 # the host, HEALTHCHECK, no writes outside models and temp, SIGTERM under load, size, cold start, compose.
-# Writes deploy/results/image.json and the README's image line.
+# Writes deploy/results/image.json (`make docs` publishes it).
 test-image: install assets image
 	DISTIL_IMAGE_TESTS=1 DISTIL_IMAGE_RESULTS=deploy/results/image.json $(PY) -m pytest tests/docker/test_image.py -v
-	$(PY) -m deploy.report --results deploy/results/image.json --readme README.md
 
 test: install assets system-deps
 	$(VENV)/bin/ruff check .
@@ -91,14 +90,13 @@ format: install
 # workers share the student's teacher pass between them.
 models: install assets
 	$(PY) -m experiments.pipeline --out $(ARTIFACTS) --workers 3 --threads 1
-	$(PY) -m experiments.variants --artifacts $(ARTIFACTS) --readme README.md --json bench/results/variants/variants.json
-	$(PY) -m experiments.report --results $(ARTIFACTS)/results.json
+	$(PY) -m experiments.variants --artifacts $(ARTIFACTS) --json bench/results/variants/variants.json
+	@echo "results: $(ARTIFACTS)/results.json, bench/results/variants/variants.json; 'make docs' publishes them"
 
 # The recipe ablation (docs/ablation.md + .json; at most 60 minutes on a 2-core CPU). Its teacher has the
 # ablation's own budget; the make models teacher in $(ARTIFACTS)/work is reused when it was trained alike.
 ablation: install assets
-	$(PY) -m experiments.ablation --out $(ARTIFACTS)/ablation --work $(ARTIFACTS)/work --workers 3 --threads 1 \
-	  --readme README.md
+	$(PY) -m experiments.ablation --out $(ARTIFACTS)/ablation --work $(ARTIFACTS)/work --workers 3 --threads 1
 
 # The ablation rows it cannot tell apart, trained at make models' full budget and scored on dev
 # (docs/candidates.json; make ablation reads it to break the tie). Four full-budget students: about
@@ -122,13 +120,33 @@ $(ARTIFACTS)/results.json:
 serve: install $(ARTIFACTS)/results.json
 	DISTIL_CONFIG=$(ARTIFACTS)/serve.json $(PY) -m app --host $(HOST) --port $(PORT)
 
-report: install
-	$(PY) -m experiments.report --results $(ARTIFACTS)/results.json
+report: docs
+
+# Measuring and publishing are apart: the commands above write results files only; this turns every results
+# file there is into its section of the README and of docs/*.md (a section whose file is missing is left as
+# it is). Run it when you want your clone's pages to show your numbers.
+docs: install
+	@if [ -f $(ARTIFACTS)/results.json ]; then $(PY) -m experiments.report --results $(ARTIFACTS)/results.json; fi
+	$(PY) -m experiments.variants --report-only bench/results/variants/variants.json --readme README.md >/dev/null
+	$(PY) -m experiments.ablation --report-only --readme README.md >/dev/null
+	$(PY) -m bench report --results bench/results/bench.json --out bench/results --readme README.md \
+	  --accuracy "$$( [ -f $(ARTIFACTS)/results.json ] && echo $(ARTIFACTS)/results.json )" >/dev/null
+	$(PY) -m bench report --results bench/results/paper/bench.json --out bench/results/paper --readme README.md \
+	  --section bench-paper --command-name "make bench-paper" --accuracy "" >/dev/null
+	$(PY) -m bench.peers --report-only --out bench/results/peers --readme README.md >/dev/null
+	$(PY) -m bench.loop_cost --report-only --out bench/results/loop_cost.json --readme README.md >/dev/null
+	$(PY) -m bench.soak --report-only --out bench/results/soak.json --readme README.md >/dev/null
+	$(PY) -m bench.hardening --report-only --out bench/results/hardening.json --readme README.md >/dev/null
+	$(PY) -m bench.model_speed --report-only --json bench/results/model_speed.json --readme README.md >/dev/null
+	$(PY) -m bench.train_speed --report-only --json bench/results/train_speed.json --readme README.md >/dev/null
+	$(PY) -m bench.playground --report-only --readme README.md >/dev/null
+	$(PY) -m deploy.report --results deploy/results/image.json --readme README.md >/dev/null
+	@echo "README.md and docs/*.md rewritten from the results files"
 
 # Teacher vs student through the real service: starts it on 127.0.0.1, runs the default sweep
 # (under 10 minutes on a 2-core CPU), stops it by PID, writes bench/results/ and the README section.
 bench: install $(ARTIFACTS)/results.json
-	$(PY) -m bench sweep --start-server --models-dir $(ARTIFACTS) --out bench/results --readme README.md \
+	$(PY) -m bench sweep --start-server --models-dir $(ARTIFACTS) --out bench/results \
 	  --accuracy $(ARTIFACTS)/results.json
 
 # The same sweep on paper-size models (BERT-base teacher, 6-layer student, random weights): what the
@@ -136,7 +154,7 @@ bench: install $(ARTIFACTS)/results.json
 bench-paper: install $(ARTIFACTS)/results.json
 	$(PY) -m bench.paper_models --out $(ARTIFACTS)/paper --tokenizer $(ARTIFACTS)/teacher
 	$(PY) -m bench sweep --start-server --models-dir $(ARTIFACTS)/paper --sweep paper --out bench/results/paper \
-	  --readme README.md --section bench-paper --command-name "make bench-paper" --accuracy ""
+	  --section bench-paper --command-name "make bench-paper" --accuracy ""
 
 # Ours against infinity-emb on the same all-MiniLM-L6-v2 folder (bench/peers.py): infinity in its own
 # virtual environment (it pins other transformers versions; torch the same local 2.13.0 wheel), its torch,
@@ -152,19 +170,19 @@ $(PEERS_VENV)/.installed:
 
 .PHONY: bench-peers
 bench-peers: install assets $(PEERS_VENV)/.installed
-	$(PY) -m bench.peers --venv $(PEERS_VENV) --out bench/results/peers --readme README.md
+	$(PY) -m bench.peers --venv $(PEERS_VENV) --out bench/results/peers
 
 # A 10-minute soak at c=64 against what `make serve` serves: mixed endpoints, models and lengths, 10% bad
 # inputs, 3% client disconnects. A benchmark, not in CI: writes bench/results/soak.json and the README line.
 .PHONY: soak
 soak: install $(ARTIFACTS)/results.json
-	$(PY) -m bench.soak --start-server --models-dir $(ARTIFACTS) --out bench/results/soak.json --readme README.md
+	$(PY) -m bench.soak --start-server --models-dir $(ARTIFACTS) --out bench/results/soak.json
 
 bench-model: install
-	$(PY) -m bench.model_speed --json bench/results/model_speed.json --readme README.md
+	$(PY) -m bench.model_speed --json bench/results/model_speed.json
 
 bench-train: install
-	$(PY) -m bench.train_speed --json bench/results/train_speed.json --readme README.md
+	$(PY) -m bench.train_speed --json bench/results/train_speed.json
 
 # The playground filled in headless Chromium at 1280x800: docs/playground.png, its weight and first paint
 # (docs/playground.json) and the README's quick-start section. The models of `make models` when $(ARTIFACTS)

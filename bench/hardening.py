@@ -175,12 +175,21 @@ def readme_line(r: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.hardening", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a checkpoint folder to serve")
+    p.add_argument("--model", help="a checkpoint folder to serve (required unless --report-only)")
     p.add_argument("--baseline", help="a commit to measure beside this checkout")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--out", default="bench/results/hardening.json")
     p.add_argument("--readme")
+    p.add_argument("--report-only", action="store_true", help="measure nothing: the README line from --out")
     args = p.parse_args(argv)
+    if args.report_only:
+        line = readme_line(json.loads(Path(args.out).read_text()))
+        if args.readme:
+            write_section(Path(args.readme), "hardening", line)
+        print(line)
+        return
+    if not args.model:
+        p.error("--model is required to measure")
     from lab.environment import cpu_model
 
     services = measure(Path(args.model).expanduser().resolve(), args.baseline, args.rounds)

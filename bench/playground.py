@@ -164,8 +164,9 @@ def readme_section(res: dict) -> str:
             f"arrived (a blank page in the same browser: {floor:.0f} ms; medians of {page['loads']} alternating "
             f"loads, headless Chromium {res['browser']}, {res['date']}). Screenshot with {res['models']}, "
             f"load average {res['load_average']:.1f} on {res['environment']['cores']} cores while it ran: its "
-            f"latencies are one request's, not a benchmark (see [Teacher vs student](#teacher-vs-student) for "
-            f"those). `make screenshot` writes it and these numbers ({res['results']}).")
+            "latencies are one request's, not a benchmark (see [Teacher vs student]"
+            "(docs/benchmarks.md#teacher-vs-student) for those). `make screenshot` writes it and these numbers "
+            f"({res['results']}).")
 
 
 def _shown(path: Path) -> str:
@@ -196,7 +197,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=ROOT / "docs" / "playground.json")
     p.add_argument("--readme", type=Path, default=ROOT / "README.md")
     p.add_argument("--loads", type=int, default=9, help="page loads timed for the first paint")
+    p.add_argument("--report-only", action="store_true", help="measure nothing: the README section from --results")
     args = p.parse_args(argv)
+    if args.report_only:
+        section = readme_section(json.loads(args.results.read_text()))
+        write_section(args.readme, "playground", section)
+        print(section)
+        return
     from lab import environment
     from lab.server import start_server, stop_server, wait_ready  # the service's start and stop, as make bench
 

@@ -314,7 +314,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="bench/results/soak.json")
     p.add_argument("--readme", help="README to write the soak line into")
     p.add_argument("--command-name", default="make soak")
+    p.add_argument("--report-only", action="store_true", help="measure nothing: the README line from --out")
     args = p.parse_args(argv)
+    if args.report_only:
+        result = json.loads(Path(args.out).read_text())
+        line = readme_line(result, result.get("command", args.command_name))
+        if args.readme:
+            write_section(Path(args.readme), "soak", line)
+        print(line)
+        return
     from lab.server import free_port, stop_server, wait_ready
 
     proc, url, pid = None, args.url, args.server_pid
