@@ -27,14 +27,16 @@ $(STAMP): pyproject.toml requirements/dev.lock
 assets: install
 	$(PY) -m lab.assets
 
-# Debian's prometheus (and promtool) for the dashboard-query tests, chromium and chromium-driver for the
+# Debian's prometheus (and promtool) for the dashboard-query tests, kubectl (its `kubectl kustomize` renders the
+# manifests for their tests), chromium and chromium-driver for the
 # playground's browser tests and `make screenshot`; root or sudo installs them.
 system-deps:
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
-	    || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	    || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+	    || ! command -v kubectl >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends \
-	    prometheus chromium chromium-driver; \
+	    prometheus chromium chromium-driver $$(command -v kubectl >/dev/null || echo kubectl); \
 	fi
 
 # A container engine for `make image` and `make test-image`: nothing to do if docker or podman already

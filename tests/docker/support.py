@@ -33,6 +33,17 @@ def tool(name: str) -> str:
     return found
 
 
+def render(folder: Path) -> list[dict]:
+    """What ``kubectl apply -k FOLDER`` would apply: ``kubectl kustomize`` (kustomize 5), parsed. Fails, not skips,
+    without kubectl: ``make system-deps`` (part of ``make test``) installs it."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl is not installed: `make system-deps` installs it (Debian: apt-get install kubectl)")
+    out = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"kubectl kustomize {folder}: {out.stderr}"
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

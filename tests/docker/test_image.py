@@ -156,7 +156,7 @@ def test_healthcheck_passes(served):
 
 def test_the_kubernetes_pod_spec_fits_the_image(served):
     """The Deployment's user is the image's, and its preStop command exists in the image."""
-    from deploy.kustomize import render
+    from .support import render
 
     deployment = next(d for d in render(ROOT / "deploy" / "k8s" / "cpu") if d["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -261,8 +261,9 @@ def test_distillation_job_resumes_in_the_image(engine, image, tmp_path):
     checkpoint (a preemption), the same command resumes from the checkpoint volume and finishes."""
     import random
 
-    from deploy.kustomize import render
     from tests.fixtures import WORDS, write_tiny
+
+    from .support import render
 
     job = next(d for d in render(ROOT / "deploy" / "k8s" / "distill") if d["kind"] == "Job")
     (c,) = job["spec"]["template"]["spec"]["containers"]

@@ -13,9 +13,8 @@ import pytest
 import yaml
 
 from app.settings import Settings
-from deploy.kustomize import render
 
-from .support import POD_LABELS, ROOT
+from .support import POD_LABELS, ROOT, render
 
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.32.0"  # the schemas the manifests are checked against (kubernetes-validate's copy)
@@ -142,7 +141,7 @@ def test_api_key_comes_from_a_secret_the_manifests_do_not_ship(folder):
     ref = key["valueFrom"]["secretKeyRef"]
     assert ref["name"] and ref["key"] and not ref.get("optional", False)  # no Secret, no pod: never keyless
     assert not [d for d in docs if d["kind"] == "Secret"], "a key committed with the manifests"
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "hardening.md").read_text()  # "Secure by default"
     assert f"kubectl create secret generic {ref['name']} --from-literal={ref['key']}=" in readme
 
 
