@@ -134,6 +134,50 @@ def test_embed_shows_cosines(url, browser):
     assert f"mean cosine {want['mean_cosine']:.3f}" in browser.find_element(By.ID, "summary").text
 
 
+def test_pairs_show_what_compare_returns_for_sentence_pairs(url, browser):
+    open_page(browser, url)
+    console(browser)
+    lines = ["the movie was great || i loved it", "the plot was terrible"]
+    submit(browser, lines, task="pairs")
+    inputs = [["the movie was great", "i loved it"], "the plot was terrible"]
+    want = httpx.post(f"{url}/compare", json={"inputs": inputs, "task": "classify"}, timeout=30).json()
+    for role in ("teacher", "student"):
+        for i, preds in enumerate(want[role]["predictions"]):
+            box = browser.find_element(By.CSS_SELECTOR, f".pred[data-model={role}][data-input='{i}']")
+            assert box.find_element(By.CLASS_NAME, "top").text == preds[0]["label"]
+            scores = [float(b.get_attribute("data-score")) for b in box.find_elements(By.CLASS_NAME, "bar")]
+            assert scores == pytest.approx([p["score"] for p in preds], abs=1e-6)
+    shown = [e.text for e in browser.find_elements(By.CLASS_NAME, "input")]
+    assert shown[0] == "the movie was great ‖ i loved it" and shown[1] == "the plot was terrible"
+    assert console(browser) == []
+
+
+def test_rerank_shows_each_models_ranks_and_their_agreement(url, browser):
+    open_page(browser, url)
+    console(browser)
+    texts = ["the movie was great", "stocks fell today", "the plot was terrible", "i loved it"]
+    browser.find_element(By.CSS_SELECTOR, "input[name=task][value=rerank]").click()
+    query = browser.find_element(By.ID, "query")
+    assert query.is_displayed()
+    query.clear()
+    query.send_keys("a good film")
+    submit(browser, texts, task="rerank")
+    want = httpx.post(f"{url}/compare", json={"inputs": texts, "task": "rerank", "query": "a good film", "top_n": 3},
+                      timeout=30).json()
+    for role in ("teacher", "student"):
+        ranks = {r["index"]: k + 1 for k, r in enumerate(want[role]["ranking"])}
+        for i in range(len(texts)):
+            box = browser.find_element(By.CSS_SELECTOR, f".pred[data-model={role}][data-input='{i}']")
+            assert int(box.get_attribute("data-rank")) == ranks[i]
+            assert box.find_element(By.CLASS_NAME, "top").text == f"#{ranks[i]}"
+    summary = browser.find_element(By.ID, "summary").text
+    overlap = round(want["top_n_overlap"] * 3)
+    assert f"top-3 overlap {overlap}/3" in summary and f"Spearman {want['spearman']:.3f}" in summary, summary
+    assert console(browser) == []
+    browser.find_element(By.CSS_SELECTOR, "input[name=task][value=classify]").click()
+    assert not browser.find_element(By.ID, "query").is_displayed()
+
+
 def test_empty_input_shows_the_services_422(url, browser):
     open_page(browser, url)
     console(browser)
