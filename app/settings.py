@@ -31,12 +31,11 @@ _DTYPE_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
 def device_type(device: str) -> str:
-    """cpu or cuda for a device setting; auto is what this machine has."""
-    if device == "auto":
-        import torch
+    """cpu or cuda for a device setting (auto: what this machine has); a device this machine does not have is
+    refused, saying what it has (model.device, the one resolver)."""
+    from model.device import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device.split(":")[0]
+    return resolve_device(device).type
 
 
 # A model's name: configured here, sent by clients (app/api/schemas.py), echoed in errors and labels.
@@ -162,6 +161,7 @@ class Settings(BaseSettings):
     def _device(cls, v: str) -> str:
         if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        device_type(v)  # a device this machine does not have is refused now, saying what it has
         return v
 
     @model_validator(mode="after")

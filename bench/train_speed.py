@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.report_only:
         res = json.loads(args.json.read_text())
     else:
-        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
-                              else args.device)
+        device = model.resolve_device(args.device)
         amp = device.type == "cuda"
         cpu = f"CPU, {torch.get_num_threads()} threads"
         res = {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu, "steps": args.steps,

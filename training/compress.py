@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 import model
+from model.device import resolve_device
 
 from .augment import perturbed_copies
 from .common import classifier_from, export, logits_and_pooled_of, logits_of, score, seed_all, use_threads
@@ -69,7 +70,7 @@ from .tabular import (
     resolve_labels,
     split_dev,
 )
-from .trainer import TrainConfig, pick_device
+from .trainer import TrainConfig
 
 log = logging.getLogger("compress")  # not under "training": the Trainer points that logger at its own file
 SPLITS = ("dev", "test")
@@ -255,7 +256,7 @@ class Run:
     def __init__(self, cfg: CompressConfig, prep: Prepared, command: str = "") -> None:
         self.cfg, self.prep, self.command = cfg, prep, command
         self.out = Path(cfg.out_dir)
-        self.device = pick_device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.stages: dict[str, dict] = {}
         self.resuming: dict[str, bool] = {}
 

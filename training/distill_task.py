@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import model
+from model.device import resolve_device
 
 from .common import (
     classifier_from,
@@ -27,7 +28,7 @@ from .config import TaskDistillConfig
 from .data import read_texts
 from .finetune import dev_accuracy, labeled_ids, train_classifier
 from .init import init_student, layer_map
-from .trainer import pick_device, weights_digest
+from .trainer import weights_digest
 
 log = logging.getLogger("training")
 
@@ -79,7 +80,7 @@ def load_teacher(cfg: TaskDistillConfig) -> nn.Module:
     teacher = model.load(cfg.teacher)
     if teacher.task != "classification":
         raise ValueError(f"{cfg.teacher}: task distillation needs a fine-tuned classifier teacher, got {teacher.task}")
-    return teacher.to(pick_device(cfg.train.device))
+    return teacher.to(resolve_device(cfg.train.device))
 
 
 def teacher_inputs(cfg: TaskDistillConfig, tok: model.Tokenizer, id2label: dict[int, str]

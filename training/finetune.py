@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import model
+from model.device import resolve_device
 from model.pooling import mean_pool
 
 from . import objective
@@ -28,7 +29,7 @@ from .common import (
 )
 from .config import FinetuneConfig, TaskDistillConfig, to_dict
 from .data import Labeled, read_labeled
-from .trainer import Trainer, pick_device
+from .trainer import Trainer
 
 
 def labeled_ids(tok: model.Tokenizer, path: str, cfg, id2label=None) -> tuple[Labeled, list[list[int]]]:
@@ -55,7 +56,7 @@ def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, to
     if reference_pooled is not None and cfg.alpha_embed > 0:
         per_sequence["reference_pooled"] = reference_pooled
     elif (reference := embedding_reference(cfg.embed_reference, cfg.alpha_embed)) is not None:
-        reference.to(pick_device(tr.device))
+        reference.to(resolve_device(tr.device))
         per_sequence["reference_pooled"] = score(reference, seqs, tok.pad_id, cfg.max_length, pooled_of,
                                                  token_types=token_types)
         del reference
@@ -68,7 +69,7 @@ def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, to
     data = SequenceData(seqs, labels, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed, per_sequence, per_token,
                         token_types)
     weights = getattr(cfg, "class_weights", None)
-    weights = torch.tensor(weights, dtype=torch.float32, device=pick_device(tr.device)) if weights else None
+    weights = torch.tensor(weights, dtype=torch.float32, device=resolve_device(tr.device)) if weights else None
 
     def loss_fn(m, batch, g):
         t = batch.tensors

@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from model.device import resolve_device
+
 from .progress import progress
 
 log = logging.getLogger("training")
@@ -89,12 +91,6 @@ def distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
-
-
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and LayerNorm parameters (as BERT and DistilBERT train)."""
     decay, no_decay = [], []
@@ -156,7 +152,7 @@ class Trainer:
         self.rank, self.world, local = distributed()
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
-        self.device = pick_device(cfg.device, local)
+        self.device = resolve_device(cfg.device, local)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if cfg.threads:
@@ -387,4 +383,4 @@ def weights_digest(module: nn.Module) -> str:
 
 
 __all__ = ["Batch", "CheckpointRefused", "Trainer", "TrainConfig", "TrainState", "atomic_save", "check_same_config",
-           "distributed", "linear_schedule", "param_groups", "pick_device"]
+           "distributed", "linear_schedule", "param_groups"]
