@@ -99,6 +99,27 @@ def row_of(r: dict, task: str, seed: int, variant: str, cmd: str, wall: float, c
     }
 
 
+def progress_of(out: Path) -> dict:
+    """What an unfinished run (no report.json yet) has recorded: the teacher's sweep so far (each learning
+    rate's dev scores) and the stages done, read from its stage records."""
+    sweep = []
+    for d in sorted((out / "work" / "teacher").glob("lr*")):
+        for what in ("done", "first"):
+            if (f := d / f"{what}.json").is_file():
+                c = json.loads(f.read_text())
+                sweep.append({"lr": c["lr"], "epochs_trained": c["evaluated"][-1]["epoch"],
+                              "epoch_kept": c["kept"]["epoch"], "dev_accuracy": c["kept"]["accuracy"],
+                              "dev_macro_f1": c["kept"]["macro_f1"]})
+                break
+    stages = {}
+    for f in sorted((out / ".stages").glob("*.json")):
+        rec = json.loads(f.read_text())
+        stages[f.stem] = {"seconds": rec["seconds"]} | ({"dev": {k: rec["selection"]["kept"][k]
+                                                                 for k in ("accuracy", "macro_f1")}}
+                                                        if "kept" in rec.get("selection", {}) else {})
+    return {"teacher_sweep": sweep, "stages_done": stages}
+
+
 def merge(results: dict, row: dict) -> dict:
     rows = [x for x in results.get("runs", []) if (x["task"], x["seed"], x["variant"])
             != (row["task"], row["seed"], row["variant"])]
@@ -196,6 +217,15 @@ def markdown(results: dict) -> str:
     if warned:
         lines += ["", "## Warnings the reports gave", ""]
         lines += [f"- {x['task']} ({x['variant']}, seed {x['seed']}): {w}" for x, w in warned]
+    if results.get("unfinished"):
+        lines += ["", "## Runs not finished when this page was written", "",
+                  "What their stage records held (dev scores only; no test numbers before a run ends).", ""]
+        for name, u in results["unfinished"].items():
+            sweep = "; ".join(f"lr {v['lr']:g}: {v['epochs_trained']:g} epoch(s) trained, epoch {v['epoch_kept']:g} "
+                              f"kept, dev {_pct(v['dev_accuracy'])} / {v['dev_macro_f1']:.3f}"
+                              for v in u["teacher_sweep"]) or "nothing recorded yet"
+            stages = ", ".join(f"{k} ({v['seconds'] / 60:.1f} min)" for k, v in u["stages_done"].items()) or "none"
+            lines.append(f"- {name}: teacher sweep: {sweep}. Stages finished: {stages}.")
     lines += ["", "## Commands", ""]
     lines += [f"- {x['task']} ({x['variant']}, seed {x['seed']}, {x['created']}): `{x['command']}`"
               for x in results["runs"]]
@@ -246,7 +276,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[evidence] %(message)s")
     results = json.loads(args.results.read_text()) if args.results.is_file() else {"runs": []}
-    if not args.docs_only:
+    if args.docs_only:  # runs still under way (or stopped) in the work folder: what they recorded so far
+        done = {f"{x['task']}-{x['variant']}-s{x['seed']}" for x in results["runs"]}
+        results["unfinished"] = {d.name: progress_of(d) for d in sorted((args.work / "runs").glob("*-s*"))
+                                 if d.is_dir() and d.name not in done and not (d / "report.json").is_file()}
+    else:
         from lab.assets import fetch
         from lab.environment import capture
 

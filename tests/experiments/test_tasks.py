@@ -93,3 +93,19 @@ def test_the_evidence_page_is_written_from_the_results_alone(tmp_path):
     assert "95.0% to 99.0%" in md and "met in 1 of 2" in md and "never predicts ['b']" in md
     assert "| source | defaults | 42 |" in md and (tmp_path / "compress.png").stat().st_size > 0
     json.dumps(results)  # plain data
+
+
+def test_an_unfinished_run_shows_its_teacher_sweep_so_far(tmp_path):
+    out = tmp_path / "source-defaults-s42"
+    kept = {"step": 10, "epoch": 1, "accuracy": 0.9, "macro_f1": 0.8}
+    for lr, what in ((5e-5, "first"), (1e-4, "done")):
+        d = out / "work" / "teacher" / f"lr{lr:g}"
+        d.mkdir(parents=True)
+        (d / f"{what}.json").write_text(json.dumps({"lr": lr, "kept": kept, "evaluated": [kept], "steps": 30}))
+    (out / ".stages").mkdir()
+    (out / ".stages" / "teacher.json").write_text(json.dumps({"key": "k", "seconds": 120.0, "selection": {}}))
+    p = evidence.progress_of(out)
+    assert [v["lr"] for v in p["teacher_sweep"]] == [0.0001, 5e-05]
+    assert p["stages_done"] == {"teacher": {"seconds": 120.0}}
+    md = evidence.markdown({"runs": [], "unfinished": {out.name: p}})
+    assert "source-defaults-s42: teacher sweep: lr 0.0001: 1 epoch(s) trained" in md and "teacher (2.0 min)" in md
