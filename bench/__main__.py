@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from lab import environment as env
-from lab.loadgen import CLIENTS, Level, run_level
+from lab.loadgen import CLIENTS, V2_INFER, Level, run_level
 from lab.server import free_port, start_server, stop_server, wait_ready
 from training.progress import progress
 
@@ -51,14 +51,16 @@ def padding_from_metrics(text: str) -> dict[str, float]:
 
 SWEEPS = {
     # (profiles, concurrencies) per endpoint; open-loop rates as fractions of closed-loop capacity
+    # V2_INFER: the Open Inference Protocol's infer (JSON, probabilities) beside /classify, same profiles and loads.
     "default": {"closed": [("/classify", ("short", "mixed", "long"), (1, 8, 32)),
+                           (V2_INFER, ("short", "mixed"), (1, 32)),
                            ("/embed", ("short", "mixed"), (1, 32))],
                 "open": [("/classify", "mixed", (0.5, 0.9))],
                 "requests": 3000, "duration_s": 5.0, "inprocess_s": 5.0, "paired": (10, 20)},
     # Paper-size models (bench/paper_models.py): single sentences only, longer levels for slower models.
     "paper": {"closed": [("/classify", ("short",), (1, 8, 32))], "open": [],
               "requests": 3000, "duration_s": 8.0, "inprocess_s": 8.0, "paired": (6, 20)},
-    "quick": {"closed": [("/classify", ("short",), (1, 4)), ("/embed", ("mixed",), (1,))],
+    "quick": {"closed": [("/classify", ("short",), (1, 4)), (V2_INFER, ("short",), (1,)), ("/embed", ("mixed",), (1,))],
               "open": [("/classify", "short", (0.5,))],
               "requests": 40, "duration_s": 0.5, "inprocess_s": 0.5, "paired": (2, 4)},
 }
@@ -112,7 +114,7 @@ def sweep(args: argparse.Namespace) -> dict:
             for prof in profs:
                 for c in concs:
                     for m in models:
-                        if endpoint == "/classify" and not m["labels"]:
+                        if endpoint in ("/classify", V2_INFER) and not m["labels"]:
                             continue
                         levels.append(Level(m["name"], endpoint, prof, "closed", concurrency=c,
                                             requests=plan["requests"], duration_s=plan["duration_s"]))

@@ -103,10 +103,28 @@ def summarize(level: Level, samples: list[Sample], elapsed: float, offered: floa
     )
 
 
+V2_INFER = "/v2/models/{name}/infer"  # the Open Inference Protocol's route: the model is in the path
+
+
+def _path(endpoint: str, model: str) -> str:
+    return endpoint.replace("{name}", model)
+
+
 def _body(endpoint: str, model: str, texts: list[str]) -> dict:
     if endpoint == "/v1/embeddings":
         return {"input": texts, "model": model}
+    if endpoint == V2_INFER:  # a classifier's probabilities, as /classify returns them, in the protocol's JSON
+        return {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}],
+                "outputs": [{"name": "probabilities"}]}
     return {"inputs": texts, "model": model}
+
+
+def _inputs(body: dict) -> int:
+    """Texts in a request body of any of the endpoints."""
+    if "input" in body:
+        return len(body["input"])
+    inputs = body.get("inputs", [])
+    return inputs[0]["shape"][0] if inputs and isinstance(inputs[0], dict) else len(inputs)
 
 
 class LeanClient:
@@ -197,8 +215,7 @@ async def _one(client, endpoint: str, body: dict, n_tokens: int, started: float)
     except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
             ValueError) as e:
         status, server = _error_name(e), {}
-    return Sample(time.perf_counter() - started, status, len(body.get("inputs", body.get("input", []))),
-                  n_tokens, server)
+    return Sample(time.perf_counter() - started, status, _inputs(body), n_tokens, server)
 
 
 def _error_name(e: Exception) -> str:
@@ -220,7 +237,8 @@ async def run_level(url: str, level: Level, inputs: list[tuple[list[str], int]],
     try:
         for i in range(level.warmup_requests):  # excluded from the results
             texts, n = inputs[i % len(inputs)]
-            await _one(conn, level.endpoint, _body(level.endpoint, level.model, texts), n, time.perf_counter())
+            await _one(conn, _path(level.endpoint, level.model), _body(level.endpoint, level.model, texts), n,
+                       time.perf_counter())
         before = cpu.snapshot(server_pid)
         if level.mode == "closed":
             s = await _closed(conn, level, inputs)
@@ -244,8 +262,8 @@ async def _closed(client, level: Level, inputs) -> Summary:
             if time.perf_counter() > deadline:
                 return
             texts, n = inputs[i % len(inputs)]
-            samples.append(await _one(client, level.endpoint, _body(level.endpoint, level.model, texts), n,
-                                      time.perf_counter()))
+            samples.append(await _one(client, _path(level.endpoint, level.model),
+                                      _body(level.endpoint, level.model, texts), n, time.perf_counter()))
 
     await asyncio.gather(*(worker() for _ in range(level.concurrency)))
     return summarize(level, samples, time.perf_counter() - t0)
@@ -267,8 +285,8 @@ async def _open(client, level: Level, inputs, seed: int) -> Summary:
             await asyncio.sleep(delay)
         texts, n = inputs[i % len(inputs)]
         # Latency counts from the scheduled time, not from when the client got round to it.
-        tasks.append(asyncio.create_task(_one(client, level.endpoint, _body(level.endpoint, level.model, texts), n,
-                                              next_at)))
+        tasks.append(asyncio.create_task(_one(client, _path(level.endpoint, level.model),
+                                              _body(level.endpoint, level.model, texts), n, next_at)))
     samples = list(await asyncio.gather(*tasks))
     elapsed = time.perf_counter() - t0
     s = summarize(level, samples, elapsed, offered=len(tasks) / max(next_at - t0, 1e-9))

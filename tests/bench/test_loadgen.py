@@ -203,4 +203,5 @@ def test_smoke_sweep_against_the_real_app(tmp_path):
         assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (tmp_path / "out" / "bench.md").read_text()
     assert "| student | /classify | short | c=1 |" in md
+    assert "| student | /v2/models/{name}/infer | short | c=1 |" in md  # the Open Inference Protocol beside it
     assert "p50 latency at concurrency 1" in readme.read_text() and "old" not in readme.read_text()
