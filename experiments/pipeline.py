@@ -53,6 +53,7 @@ from training.data import collate, read_labeled
 from training.distill import run_distill
 from training.distill_task import merge_teacher_scores, run_distill_task, score_teacher, teacher_pass
 from training.finetune import run_finetune
+from training.paper import TEMPERATURE
 from training.trainer import TrainConfig
 
 log = logging.getLogger("experiments.pipeline")
@@ -82,7 +83,7 @@ class Recipe:
     # per-token hidden states: each student layer toward the teacher layer it was copied from (1 - cos)
     alpha_hidden: float = 0.0
     alpha: float = 1.0  # weight of the teacher's soft targets against the labels; 0: labels only (the baseline)
-    temperature: float = 2.0
+    temperature: float = TEMPERATURE
     layers: int = 3  # of all-MiniLM-L6-v2's 6
 
 

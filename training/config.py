@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .paper import ALPHA_CE, ALPHA_COS, ALPHA_MLM, TEMPERATURE
 from .trainer import TrainConfig
 
 
@@ -31,20 +32,13 @@ class DistillConfig:
     student_layers: int | None = None  # default: half the teacher's
     layer_map: list[int] | None = None  # default: one layer out of two (0,2,4,7,9,11 for 12 -> 6)
     fold_token_type: bool = False
-    temperature: float = 2.0
-    alpha_ce: float = 5.0
-    alpha_mlm: float = 2.0
-    alpha_cos: float = 1.0
-    alpha_mse: float = 0.0  # MSE on hidden states
+    temperature: float = TEMPERATURE
+    alpha_ce: float = ALPHA_CE
+    alpha_mlm: float = ALPHA_MLM
+    alpha_cos: float = ALPHA_COS
     alpha_pooled_mse: float = 0.0  # MSE on mean-pooled sentence embeddings
     alpha_pooled_cos: float = 0.0  # 1 - cos on mean-pooled sentence embeddings
-    alpha_pooled_sim: float = 0.0  # KL between in-batch neighbour distributions (cosine / sim_temperature)
-    sim_temperature: float = 0.05
-    # > 0: batches made of groups of this many sentences the teacher places near each other
-    # (training.neighbours), so alpha_pooled_sim ranks close calls rather than unrelated sentences.
-    neighbour_group: int = 0
     cos_layers: list[list[int]] | None = None  # [[student, teacher], ...] hidden-state indices; default last
-    ce_masked_only: bool = False  # L_ce over masked positions only (default: all real tokens)
     freeze_embeddings: bool = False  # keep the word embeddings copied from the teacher fixed (faster on CPU)
     dropout: float | None = None  # the student's hidden and attention dropout while distilling; None: the teacher's
     mlm_probability: float = 0.15
@@ -92,7 +86,7 @@ class TaskDistillConfig:
     label_column: str = "label"
     max_length: int = 128
     alpha: float = 0.5
-    temperature: float = 2.0
+    temperature: float = TEMPERATURE
     embed_reference: str | None = None  # keep sentence embeddings close to this model's
     alpha_embed: float = 0.0
     # Per-token hidden states: 1 - cos between each student layer's output and the teacher layer it
@@ -127,7 +121,7 @@ class CompressConfig:
     # The recipe (Recipe's defaults): soft targets alone, perturbed copies of half the training texts and
     # any unlabeled text scored by the teacher, pooled cosine toward the teacher's sentence representation.
     alpha: float = 1.0
-    temperature: float = 2.0
+    temperature: float = TEMPERATURE
     perturbed: float = 0.5  # perturbed copies per training text (training.augment)
     alpha_embed: float = 1.0
     max_unlabeled: int | None = None

@@ -12,7 +12,7 @@ from torch import nn
 import model
 from model.pooling import mean_pool
 
-from . import neighbours, objective
+from . import objective
 from .common import Frozen, SequenceData, export, maybe_freeze_embeddings, seed_all, use_threads
 from .config import DistillConfig, to_dict
 from .data import chunk_corpus, collate, padding_fraction, read_texts
@@ -44,17 +44,15 @@ def check_distill_weights(cfg: DistillConfig, teacher_has_mlm: bool) -> None:
                     f"{name}={getattr(cfg, name)} needs a teacher with an MLM head, and {cfg.teacher} has none "
                     f"(L_ce needs its token logits; L_mlm a student head initialised from it). Set {name}=0 and "
                     "use alpha_cos / alpha_pooled_cos / alpha_pooled_mse instead")
-    total = (cfg.alpha_ce + cfg.alpha_mlm + cfg.alpha_cos + cfg.alpha_mse + cfg.alpha_pooled_mse
-             + cfg.alpha_pooled_cos + cfg.alpha_pooled_sim)
+    total = cfg.alpha_ce + cfg.alpha_mlm + cfg.alpha_cos + cfg.alpha_pooled_mse + cfg.alpha_pooled_cos
     if total <= 0:
         raise ValueError("every loss weight is 0: nothing to train")
 
 
 def weights_of(cfg: DistillConfig) -> objective.GeneralWeights:
     return objective.GeneralWeights(
-        ce=cfg.alpha_ce, mlm=cfg.alpha_mlm, cos=cfg.alpha_cos, mse=cfg.alpha_mse, pooled_mse=cfg.alpha_pooled_mse,
-        pooled_cos=cfg.alpha_pooled_cos, pooled_sim=cfg.alpha_pooled_sim, sim_temperature=cfg.sim_temperature,
-        temperature=cfg.temperature, ce_masked_only=cfg.ce_masked_only,
+        ce=cfg.alpha_ce, mlm=cfg.alpha_mlm, cos=cfg.alpha_cos, pooled_mse=cfg.alpha_pooled_mse,
+        pooled_cos=cfg.alpha_pooled_cos, temperature=cfg.temperature,
         layer_pairs=tuple(tuple(p) for p in (cfg.cos_layers or [[-1, -1]])))
 
 
@@ -73,8 +71,6 @@ def run_distill(cfg: DistillConfig) -> dict[str, float]:
                                                              "attention_dropout": cfg.dropout}))
     teacher = Frozen(loaded)
     maybe_freeze_embeddings(student, cfg.freeze_embeddings)
-    if cfg.neighbour_group:
-        neighbours.check_group(cfg.neighbour_group, tr.batch_size)  # before the corpus is read and embedded
     texts = read_texts(cfg.corpus, cfg.corpus_column)[: cfg.max_texts]
     seqs = chunk_corpus(tok, texts, cfg.max_length)
     n_eval = max(1, int(len(seqs) * cfg.eval_fraction))
@@ -83,16 +79,9 @@ def run_distill(cfg: DistillConfig) -> dict[str, float]:
     eval_seqs, train_seqs = [seqs[i] for i in order[:n_eval]], [seqs[i] for i in order[n_eval:]]
     data = SequenceData(train_seqs, None, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed)
     batches = data.batches_for_epoch
-    if cfg.neighbour_group:
-        near = neighbours.nearest(neighbours.sentence_embeddings(loaded, data.seqs, tok.pad_id, cfg.max_length),
-                                  4 * cfg.neighbour_group)
-
-        def batches(epoch: int) -> list[list[int]]:
-            return neighbours.neighbour_batches(near, tr.batch_size, cfg.neighbour_group, tr.seed, epoch)
     pf = padding_fraction(data.lengths, batches(0))
-    log.info("corpus: %d texts -> %d train / %d eval sequences; padding %.1f%% with %s", len(texts),
-             len(train_seqs), len(eval_seqs), 100 * pf,
-             f"groups of {cfg.neighbour_group} near neighbours" if cfg.neighbour_group else "length grouping")
+    log.info("corpus: %d texts -> %d train / %d eval sequences; padding %.1f%% with length grouping", len(texts),
+             len(train_seqs), len(eval_seqs), 100 * pf)
 
     masking = MaskingConfig(mlm_probability=cfg.mlm_probability, smoothing=cfg.mlm_smoothing)
     mask_weights = None

@@ -9,13 +9,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .paper import TEMPERATURE
+
 
 def _positions(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T, ...) + (B, T) bool -> (N, ...) selected rows."""
     return x[mask.bool()]
 
 
-def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0,
+def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = TEMPERATURE,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """L_ce: KL(teacher_T || student_T) * T^2, averaged over the selected positions.
 
@@ -50,14 +52,6 @@ def hidden_cosine(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, ma
     return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
 
 
-def hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between hidden states over the selected positions."""
-    s, t = _positions(student_hidden, mask).float(), _positions(teacher_hidden, mask).float()
-    if s.shape[0] == 0:
-        return student_hidden.sum() * 0.0
-    return F.mse_loss(s, t)
-
-
 def pooled_mse(student_pooled: torch.Tensor, teacher_pooled: torch.Tensor) -> torch.Tensor:
     """MSE between sentence embeddings (B, C): the signal for teachers with no MLM head."""
     return F.mse_loss(student_pooled.float(), teacher_pooled.float())
@@ -69,7 +63,7 @@ def pooled_cosine(student_pooled: torch.Tensor, teacher_pooled: torch.Tensor) ->
 
 
 def task_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None,
-                      alpha: float = 0.5, temperature: float = 2.0) -> torch.Tensor:
+                      alpha: float = 0.5, temperature: float = TEMPERATURE) -> torch.Tensor:
     """alpha * KL_T * T^2 + (1 - alpha) * CE(labels); rows with label -100 (unlabeled) get KL only."""
     kl = soft_target_kl(student_logits, teacher_logits, temperature)
     if labels is None or (labels != -100).sum() == 0:
@@ -78,18 +72,3 @@ def task_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * kl + (1 - alpha) * ce
 
 
-def similarity_kl(student_pooled: torch.Tensor, teacher_pooled: torch.Tensor,
-                  temperature: float = 0.05) -> torch.Tensor:
-    """KL from the teacher's to the student's in-batch neighbour distribution: for each sentence, a
-    softmax over its cosine similarities to the other sentences of the batch (itself excluded). The
-    pooled-cosine loss matches each embedding on its own; this one matches which sentences sit
-    nearest each other, what a nearest-neighbour search reads. A low temperature weights the top."""
-    s = F.normalize(student_pooled.float(), dim=-1)
-    t = F.normalize(teacher_pooled.float(), dim=-1)
-    n = s.shape[0]
-    if n < 3:  # one neighbour or none: no distribution to match
-        return student_pooled.sum() * 0.0
-    off = ~torch.eye(n, dtype=torch.bool, device=s.device)
-    ss = (s @ s.T)[off].view(n, n - 1) / temperature  # (B, B-1): similarities to the others
-    ts = (t @ t.T)[off].view(n, n - 1) / temperature
-    return F.kl_div(F.log_softmax(ss, -1), F.log_softmax(ts, -1), log_target=True, reduction="batchmean")

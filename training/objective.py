@@ -12,6 +12,7 @@ import torch
 from model.pooling import mean_pool
 
 from . import losses
+from .paper import ALPHA_CE, ALPHA_COS, ALPHA_MLM, TEMPERATURE
 
 
 @dataclass(frozen=True)
@@ -27,17 +28,13 @@ class Outputs:
 class GeneralWeights:
     """Weights of the general-distillation terms (Sanh et al. 2019: L_ce, L_mlm, L_cos)."""
 
-    ce: float = 5.0
-    mlm: float = 2.0
-    cos: float = 1.0
-    mse: float = 0.0  # MSE on hidden states
+    ce: float = ALPHA_CE
+    mlm: float = ALPHA_MLM
+    cos: float = ALPHA_COS
     pooled_mse: float = 0.0  # MSE on mean-pooled sentence embeddings
     pooled_cos: float = 0.0  # 1 - cos on mean-pooled sentence embeddings
-    pooled_sim: float = 0.0  # KL between in-batch neighbour distributions of pooled embeddings
-    sim_temperature: float = 0.05
-    temperature: float = 2.0
+    temperature: float = TEMPERATURE
     layer_pairs: tuple[tuple[int, int], ...] = ((-1, -1),)  # (student, teacher) hidden-state indices
-    ce_masked_only: bool = False  # L_ce over masked positions only (default: all real tokens)
 
 
 def general_distillation(student: Outputs, teacher: Outputs, attention_mask: torch.Tensor, w: GeneralWeights,
@@ -46,25 +43,19 @@ def general_distillation(student: Outputs, teacher: Outputs, attention_mask: tor
     real = attention_mask.bool()
     terms: dict[str, tuple[float, torch.Tensor]] = {}
     if w.ce > 0:
-        sel = (mlm_labels != -100) if w.ce_masked_only else real
-        terms["loss_ce"] = w.ce, losses.soft_target_kl(student.logits, teacher.logits, w.temperature, sel)
+        terms["loss_ce"] = w.ce, losses.soft_target_kl(student.logits, teacher.logits, w.temperature, real)
     if w.mlm > 0:
         terms["loss_mlm"] = w.mlm, losses.masked_lm(student.logits, mlm_labels)
     pairs = w.layer_pairs
     if w.cos > 0:
         terms["loss_cos"] = w.cos, sum(losses.hidden_cosine(student.hidden[s], teacher.hidden[t], real)
                                        for s, t in pairs) / len(pairs)
-    if w.mse > 0:
-        terms["loss_mse"] = w.mse, sum(losses.hidden_mse(student.hidden[s], teacher.hidden[t], real)
-                                       for s, t in pairs) / len(pairs)
-    if w.pooled_mse > 0 or w.pooled_cos > 0 or w.pooled_sim > 0:
+    if w.pooled_mse > 0 or w.pooled_cos > 0:
         sp, tp = mean_pool(student.hidden[-1], attention_mask), mean_pool(teacher.hidden[-1], attention_mask)
         if w.pooled_mse > 0:
             terms["loss_pooled_mse"] = w.pooled_mse, losses.pooled_mse(sp, tp)
         if w.pooled_cos > 0:
             terms["loss_pooled_cos"] = w.pooled_cos, losses.pooled_cosine(sp, tp)
-        if w.pooled_sim > 0:
-            terms["loss_pooled_sim"] = w.pooled_sim, losses.similarity_kl(sp, tp, w.sim_temperature)
     return _weighted(terms, attention_mask)
 
 
