@@ -110,7 +110,7 @@ class RequestContext:
                 body = await self._read_body(scope, receive, length)
                 if record.inference and body:
                     # A body of binary tensors is JSON only up to this length: the rest is not scanned as JSON.
-                    json_part = body[:int(json_length)] if json_length.isdigit() else body
+                    json_part = body[:int(json_length)] if json_length.isdigit() and len(json_length) <= 12 else body
                     precheck_body(json_part, self.service.settings.max_client_batch_size)
             except ServiceError as e:
                 response = render_exception(e, record)

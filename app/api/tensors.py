@@ -113,7 +113,7 @@ def parse_infer(body: bytes, header_length: str | None, max_inputs: int) -> Infe
     texts, at most ``max_inputs`` of them, each element a string."""
     header, binary = body, b""
     if header_length is not None:
-        if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
+        if not header_length.isdigit() or len(header_length) > 12 or not 0 < int(header_length) <= len(body):
             raise InvalidInput(f"Inference-Header-Content-Length {header_length[:20]!r} is not a length within the "
                                f"{len(body)}-byte body")
         header, binary = body[:int(header_length)], body[int(header_length):]
@@ -149,6 +149,9 @@ def parse_infer(body: bytes, header_length: str | None, max_inputs: int) -> Infe
         else:
             raise Unsupported(f"{where} has neither data nor binary_data_size (shared memory is not supported)")
         texts.append(values)
+    if not texts[0]:
+        raise InvalidInput(f"input {parsed.inputs[0].name!r} holds no text (shape {parsed.inputs[0].shape}); send at "
+                           "least one")
     if at != len(binary):
         raise InvalidInput(f"the body holds {len(binary) - at} bytes of binary data no input claims")
     if len(parsed.inputs) == 2:

@@ -3,6 +3,7 @@ official client (``tritonclient.http``) against a real ``python -m app``: its nu
 
 from __future__ import annotations
 
+import json
 import struct
 
 import httpx
@@ -21,7 +22,7 @@ def _bytes_tensor(texts: list[str]) -> bytes:
 
 
 def _infer(client, model, body, headers=None):
-    r = client.post(f"/v2/models/{model}/infer", content=orjson.dumps(body), headers=headers or {})
+    r = client.post(f"/v2/models/{model}/infer", content=json.dumps(body), headers=headers or {})
     return r
 
 
@@ -113,6 +114,14 @@ def test_a_large_binary_body_is_prechecked_as_json_only_up_to_its_header(client)
     ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1000], "data": ["a"] * 1000}]}, 413, "limit"),
     ({"inputs": [_json_input(["a"])], "outputs": [{"name": "nope"}]}, 400, "has no output 'nope'"),
     ({"inputs": []}, 422, "inputs"),
+    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [0], "data": []}]}, 422, "holds no text"),
+    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2**70], "data": ["a"]}]}, 422, "inputs.0.shape"),
+    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [10**6, 10**6], "data": ["a"]}]}, 413, "limit"),
+    ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": "a"}]}, 422, "inputs.0.data"),
+    ({"inputs": [_json_input(["a"]), _json_input(["b"], "text_pair")], "outputs": [{"name": "embedding"}]}, 400,
+     "text_pair input is for classification"),
+    ({"inputs": [_json_input(["a"])], "outputs": [{"name": "embedding"}], "parameters": {"pooling": "max"}}, 422,
+     "pooling must be"),
     ({"inputs": [_json_input(["a"]), _json_input(["b", "c"], "text_pair")]}, 422, "one text_pair per text"),
     ({"inputs": [_json_input(["a"])], "parameters": {"truncate": "no"}}, 422, "truncate must be a boolean"),
 ])
@@ -130,6 +139,10 @@ def test_bad_binary_bodies_are_422(client):
                         headers={"Inference-Header-Content-Length": str(length)})
         assert r.status_code == 422 and r.json()["error"], r.text
     assert client.post("/v2/models/" + "x" * 500 + "/infer", content=b"{}").status_code == 404
+    # A length of 5,000 digits (int() refuses over 4,300): a 422, not a 500, in the middleware and the route.
+    r = client.post("/v2/models/teacher/infer", content=header + b"x" * 70_000,
+                    headers={"Inference-Header-Content-Length": "9" * 5000})
+    assert r.status_code == 422 and "Inference-Header-Content-Length" in r.json()["error"], r.text
 
 
 # -- the official client against python -m app ---------------------------------------------------------

@@ -98,7 +98,21 @@ def _flag(parameters: dict, key: str, default: bool) -> bool:
     return value
 
 
-@router.post("/v2/models/{name}/infer", summary="Inference (Open Inference Protocol): texts in, FP32 tensors out")
+_TENSOR = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+    "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+    "datatype": {"type": "string", "enum": ["BYTES"]}, "parameters": {"type": "object"},
+    "data": {"type": "array", "items": {"type": "string"}}}}
+INFER_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"}, "parameters": {"type": "object"},
+        "inputs": {"type": "array", "items": _TENSOR, "minItems": 1, "maxItems": 2},
+        "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string", "enum": ["logits", "probabilities", "embedding"]},
+            "parameters": {"type": "object"}}}}}}}}}}
+
+
+@router.post("/v2/models/{name}/infer", summary="Inference (Open Inference Protocol): texts in, FP32 tensors out",
+             openapi_extra=INFER_BODY)
 async def model_infer(name: str, request: Request) -> Response:
     service = service_of(request)
     backend = _model(service, name)
