@@ -145,11 +145,13 @@ docs: install
 	$(PY) -m deploy.report --results deploy/results/image.json --readme README.md >/dev/null
 	@echo "README.md and docs/*.md rewritten from the results files"
 
-# Teacher vs student through the real service: starts it on 127.0.0.1, runs the default sweep
-# (under 10 minutes on a 2-core CPU), stops it by PID, writes bench/results/ and the README section.
+# Teacher vs student through the real service, as `make serve` serves them (artifacts/serve.json: each
+# model's backend and precision, ONNX/int8 where make models chose it), and in-process at the same backend and
+# precision: starts it on 127.0.0.1, runs the default sweep (under 10 minutes on a 2-core CPU), stops it by PID,
+# writes bench/results/ (`make docs` publishes it).
 bench: install $(ARTIFACTS)/results.json
-	$(PY) -m bench sweep --start-server --models-dir $(ARTIFACTS) --out bench/results \
-	  --accuracy $(ARTIFACTS)/results.json
+	$(PY) -m bench sweep --start-server --serve-config $(ARTIFACTS)/serve.json --models student teacher \
+	  --out bench/results --accuracy $(ARTIFACTS)/results.json
 
 # The same sweep on paper-size models (BERT-base teacher, 6-layer student, random weights): what the
 # service costs when the model is the size the paper distils. About 3 minutes on a 2-core CPU.

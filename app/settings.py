@@ -31,11 +31,12 @@ _DTYPE_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
 def device_type(device: str) -> str:
-    """cpu or cuda for a device setting (auto: what this machine has); a device this machine does not have is
-    refused, saying what it has (model.device, the one resolver)."""
-    from model.device import resolve_device
+    """cpu or cuda for a device setting; auto: what this machine has (model.device, the one resolver)."""
+    if device == "auto":
+        from model.device import resolve_device
 
-    return resolve_device(device).type
+        return resolve_device(device).type
+    return device.split(":")[0]
 
 
 # A model's name: configured here, sent by clients (app/api/schemas.py), echoed in errors and labels.
@@ -161,7 +162,6 @@ class Settings(BaseSettings):
     def _device(cls, v: str) -> str:
         if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
-        device_type(v)  # a device this machine does not have is refused now, saying what it has
         return v
 
     @model_validator(mode="after")
@@ -201,6 +201,16 @@ class Settings(BaseSettings):
             if p not in valid:
                 raise ValueError(f"model {m.name!r}: precision {p!r} cannot run with backend {m.backend!r} on "
                                  f"{kind}; valid there: {', '.join(valid)}")
+        return self
+
+    @model_validator(mode="after")
+    def _device_exists(self) -> Settings:
+        """A device this machine does not have is refused at start-up, saying what it has (after the checks
+        of what the device's kind could run, which need no such device)."""
+        if self.device != "cpu":
+            from model.device import resolve_device
+
+            resolve_device(self.device)
         return self
 
     @classmethod

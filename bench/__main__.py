@@ -97,7 +97,7 @@ def sweep(args: argparse.Namespace) -> dict:
     if args.start_server:
         port = args.port or free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = start_server(Path(args.models_dir), port)
+        proc = start_server(Path(args.models_dir), port, config=Path(args.serve_config) if args.serve_config else None)
     pid = proc.pid if proc is not None else args.server_pid
     try:
         wait_ready(url, proc)
@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     sw.add_argument("--url", default="http://127.0.0.1:8000")
     sw.add_argument("--start-server", action="store_true", help="start the service on 127.0.0.1, stop it by PID")
     sw.add_argument("--models-dir", default="artifacts")
+    sw.add_argument("--serve-config", help="serve this serve.json (each model's backend and precision, as make serve "
+                    "serves them) instead of the fp32 student and teacher of --models-dir")
     sw.add_argument("--port", type=int)
     sw.add_argument("--models", nargs="*", help="only these model names")
     sw.add_argument("--sweep", choices=sorted(SWEEPS), default="default")

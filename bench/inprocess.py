@@ -6,20 +6,21 @@ from __future__ import annotations
 import statistics
 import time
 
-from app.backends.torch import TorchBackend
-from app.settings import ModelSpec
-from model.device import resolve_device, resolve_dtype
+from app.backends import Backend, load
+from app.settings import ModelSpec, Settings
 
 
-def load_backend(spec: ModelSpec, device: str) -> TorchBackend:
-    """The model as the service would load it on ``device`` (auto: CUDA in float16, else CPU float32)."""
-    dev = resolve_device(device)
-    return TorchBackend(spec, dev, resolve_dtype("auto", dev))
+def load_backend(spec: ModelSpec, device: str) -> Backend:
+    """The model as the service loads it on ``device``: its backend (torch or an ONNX export) at its precision
+    (the settings' default: fp32 on CPU, fp16 on CUDA)."""
+    return load(spec, Settings(models=[spec], device=device))
 
 
 def spec_of(info_model: dict) -> ModelSpec:
-    """A served model (an entry of /info's ``models``) as a spec to load it here."""
-    return ModelSpec(name=info_model["name"], path=info_model["path"], role=info_model["role"])
+    """A served model (an entry of /info's ``models``) as a spec to load it here: the same backend and precision."""
+    return ModelSpec(name=info_model["name"], path=info_model["path"], role=info_model["role"],
+                     backend=info_model.get("backend", "torch"), precision=info_model.get("precision"),
+                     max_length=info_model.get("max_length"))
 
 
 def measure(spec: ModelSpec, device: str, inputs: list[tuple[list[str], int]], concurrency: int,

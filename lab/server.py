@@ -24,10 +24,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(models_dir: Path, port: int, extra_env: dict | None = None) -> subprocess.Popen:
-    models = [{"name": "student", "path": str(models_dir / "student"), "role": "student"},
-              {"name": "teacher", "path": str(models_dir / "teacher"), "role": "teacher"}]
-    env_vars = {**os.environ, "DISTIL_MODELS": json.dumps(models), **(extra_env or {})}
+def start_server(models_dir: Path, port: int, extra_env: dict | None = None,
+                 config: Path | None = None) -> subprocess.Popen:
+    """``python -m app`` serving ``config`` (a serve.json: what `make serve` serves, each model's backend and
+    precision included), else the fp32 student and teacher of ``models_dir``."""
+    env_vars = {k: v for k, v in os.environ.items() if k not in ("DISTIL_MODELS", "DISTIL_CONFIG")}
+    if config is not None:
+        env_vars["DISTIL_CONFIG"] = str(Path(config).resolve())
+    else:
+        models = [{"name": "student", "path": str(models_dir / "student"), "role": "student"},
+                  {"name": "teacher", "path": str(models_dir / "teacher"), "role": "teacher"}]
+        env_vars["DISTIL_MODELS"] = json.dumps(models)
+    env_vars.update(extra_env or {})
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-server-{port}.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
                             env=env_vars, stdout=log, stderr=subprocess.STDOUT)
