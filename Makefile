@@ -160,9 +160,11 @@ bench-paper: install $(ARTIFACTS)/results.json
 	$(PY) -m bench sweep --start-server --models-dir $(ARTIFACTS)/paper --sweep paper --out bench/results/paper \
 	  --section bench-paper --command-name "make bench-paper" --accuracy ""
 
-# Ours against infinity-emb on the same all-MiniLM-L6-v2 folder (bench/peers.py): infinity in its own
-# virtual environment (it pins other transformers versions; torch the same local 2.13.0 wheel), its torch,
-# ONNX fp32 and ONNX int8 engines and ours with each backend/precision, alternating blocks. About 15 minutes.
+# Ours against infinity-emb and LitServe on the same all-MiniLM-L6-v2 folder (bench/peers.py), with
+# sentence-transformers' ONNX backend in-process (fp32 and its int8 export) as the anchor: each peer in its own
+# virtual environment (they pin other transformers versions; torch the same local 2.13.0 wheel), infinity's torch,
+# ONNX fp32 and ONNX int8 engines, LitServe's batching (bench/peer_litserve.py), sentence-transformers called
+# without HTTP (bench/peer_st.py) and ours with each backend/precision, alternating blocks. About 20 minutes.
 PEERS_VENV ?= .venv-peers
 $(PEERS_VENV)/.installed:
 	test -x $(PEERS_VENV)/bin/python || python3 -m venv $(PEERS_VENV)
@@ -172,9 +174,28 @@ $(PEERS_VENV)/.installed:
 	  transformers==4.57.6 torch==2.13.0
 	touch $@
 
+LITSERVE_VENV ?= .venv-litserve
+$(LITSERVE_VENV)/.installed:
+	test -x $(LITSERVE_VENV)/bin/python || python3 -m venv $(LITSERVE_VENV)
+	$(LITSERVE_VENV)/bin/pip install -q --upgrade pip
+	$(LITSERVE_VENV)/bin/pip install -q torch==2.13.0
+	$(LITSERVE_VENV)/bin/pip install -q litserve==0.2.19 transformers==4.57.6 torch==2.13.0
+	touch $@
+
+# sentence-transformers 5.7: its onnx extra needs optimum-onnx, which pins transformers < 4.58 (6.x wants 5.x).
+ST_VENV ?= .venv-st
+$(ST_VENV)/.installed:
+	test -x $(ST_VENV)/bin/python || python3 -m venv $(ST_VENV)
+	$(ST_VENV)/bin/pip install -q --upgrade pip
+	$(ST_VENV)/bin/pip install -q torch==2.13.0
+	$(ST_VENV)/bin/pip install -q "sentence-transformers[onnx]==5.7.0" optimum==2.1.0 optimum-onnx==0.1.0 \
+	  onnxruntime==1.32.0 transformers==4.57.6 torch==2.13.0
+	touch $@
+
 .PHONY: bench-peers
-bench-peers: install assets $(PEERS_VENV)/.installed
-	$(PY) -m bench.peers --venv $(PEERS_VENV) --out bench/results/peers
+bench-peers: install assets $(PEERS_VENV)/.installed $(LITSERVE_VENV)/.installed $(ST_VENV)/.installed
+	$(PY) -m bench.peers --venv $(PEERS_VENV) --litserve-venv $(LITSERVE_VENV) --st-venv $(ST_VENV) \
+	  --out bench/results/peers
 
 # A 10-minute soak at c=64 against what `make serve` serves: mixed endpoints, models and lengths, 10% bad
 # inputs, 3% client disconnects. A benchmark, not in CI: writes bench/results/soak.json and the README line.

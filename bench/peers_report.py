@@ -1,5 +1,13 @@
 """The peer race's report: peers.json, peers.md, peers.png and the README's peer-race section,
-all generated from one race (bench/peers.py)."""
+all generated from one race (bench/peers.py).
+
+The Pareto view (issue 29): every engine's c=32 throughput and c=1 p50 against its fidelity to fp32 (min
+cosine), in one table (a column says which frontier an engine is on) and one plot (two panels, the frontiers
+drawn). A server is on a frontier when no other server is at least as faithful (at the table's four
+decimals, so float noise between fp32 engines decides nothing) and at least as fast, and better on one of
+the two. The in-process anchor (sentence-transformers called without HTTP) is shown, not ranked: it pays no
+client, no HTTP and no batching wait.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,10 @@ from lab.readme import write_section
 
 SECTION = "peers"
 FIDELITY_BAR = 0.99  # min cosine to the fp32 reference for "equal fidelity" (issue 13)
+FIDELITY_DECIMALS = 4  # fidelity compared as the table prints it
+SERVERS = {"ours": ("ours", "tab:orange"), "infinity": ("infinity-emb", "tab:blue"),
+           "litserve": ("LitServe", "tab:green"), "st": ("sentence-transformers in-process", "tab:purple")}
+PARETO = (("single_c32", "inputs_per_s", True, "c=32"), ("single_c1", "p50_ms", False, "c=1"))
 
 
 def _level(row: dict, key: str, field: str) -> float | None:
@@ -19,6 +31,28 @@ def _level(row: dict, key: str, field: str) -> float | None:
 
 def _min_cos(row: dict) -> float:
     return (row.get("fidelity") or {}).get("min_cosine", float("nan"))
+
+
+def _in_process(row: dict) -> bool:
+    return row["engine"]["server"] == "st"
+
+
+def frontier(rows: list[dict], key: str, field: str, higher_is_better: bool) -> list[str]:
+    """The servers on the Pareto frontier of ``field`` at level ``key`` against fidelity, most faithful first."""
+    pool = [r for r in rows if not _in_process(r) and _level(r, key, field) is not None and _min_cos(r) == _min_cos(r)]
+
+    def fid(r: dict) -> float:
+        return round(_min_cos(r), FIDELITY_DECIMALS)
+
+    def speed(r: dict) -> float:
+        v = _level(r, key, field)
+        return v if higher_is_better else -v
+
+    def beats(o: dict, r: dict) -> bool:
+        return fid(o) >= fid(r) and speed(o) >= speed(r) and (fid(o) > fid(r) or speed(o) > speed(r))
+
+    on = [r for r in pool if not any(beats(o, r) for o in pool)]
+    return [r["name"] for r in sorted(on, key=lambda r: (-fid(r), -speed(r)))]
 
 
 def _best(rows: list[dict], server: str, min_cos: float | None = None, precision: str | None = None) -> dict | None:
@@ -48,6 +82,9 @@ def summary(data: dict) -> dict:
         "at_fidelity": _compare(_best(rows, "ours", FIDELITY_BAR), _best(rows, "infinity", FIDELITY_BAR)),
         "int8_vs_int8": _compare(_best(rows, "ours", precision="int8"), _best(rows, "infinity", precision="int8")),
         "best_vs_best": _compare(_best(rows, "ours"), _best(rows, "infinity")),
+        "litserve_at_fidelity": _compare(_best(rows, "ours", FIDELITY_BAR), _best(rows, "litserve", FIDELITY_BAR)),
+        "anchor_at_fidelity": _compare(_best(rows, "ours", FIDELITY_BAR), _best(rows, "st", FIDELITY_BAR)),
+        "frontier": {label: frontier(rows, key, field, higher) for key, field, higher, label in PARETO},
         "fidelity_bar": FIDELITY_BAR,
     }
 
@@ -56,10 +93,17 @@ def _f(x: float | None, fmt: str) -> str:
     return "–" if x is None or x != x else format(x, fmt)
 
 
+def _on_frontier(row: dict, fronts: dict[str, list[str]]) -> str:
+    if _in_process(row):
+        return "anchor, not ranked"
+    return ", ".join(label for label, names in fronts.items() if row["name"] in names) or "–"
+
+
 def table(data: dict) -> str:
-    lines = ["| server on the same weights | c=1 p50 (ms) | c=32 inputs/s | 16-input requests, c=8: inputs/s "
-             "| fidelity to fp32 (min / mean cosine) | other load (cores) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    fronts = data.get("summary", {}).get("frontier") or summary(data)["frontier"]
+    lines = ["| engine on the same weights | c=1 p50 (ms) | c=32 inputs/s | 16-input requests, c=8: inputs/s "
+             "| fidelity to fp32 (min / mean cosine) | Pareto frontier | other load (cores) |",
+             "|---|---:|---:|---:|---:|---|---:|"]
     for r in data["results"]:
         fid = r.get("fidelity") or {}
         foreign = [lv["foreign_cores"] for lv in r["levels"].values()]
@@ -67,8 +111,13 @@ def table(data: dict) -> str:
                      f"| {_f(_level(r, 'single_c32', 'inputs_per_s'), '.0f')} "
                      f"| {_f(_level(r, 'batch16_c8', 'inputs_per_s'), '.0f')} "
                      f"| {_f(fid.get('min_cosine'), '.4f')} / {_f(fid.get('mean_cosine'), '.4f')} "
+                     f"| {_on_frontier(r, fronts)} "
                      f"| {_f(max(foreign) if foreign else None, '.2f')} |")
     return "\n".join(lines)
+
+
+def _has(data: dict, server: str) -> bool:
+    return any(r["engine"]["server"] == server for r in data["results"])
 
 
 def _verdict(c: dict | None, what: str, targets: bool) -> str:
@@ -84,10 +133,36 @@ def _verdict(c: dict | None, what: str, targets: bool) -> str:
     return line + "."
 
 
+def _versions(e: dict) -> str:
+    peers, lit, st = e.get("peers") or {}, e.get("litserve") or {}, e.get("sentence_transformers") or {}
+    parts = []
+    if peers or not (lit or st):
+        parts.append(f"infinity-emb {peers.get('infinity-emb', '?')} with optimum {peers.get('optimum', '?')}, "
+                     f"onnxruntime {peers.get('onnxruntime', '?')}, torch {peers.get('torch', '?')}")
+    if lit:
+        parts.append(f"LitServe {lit.get('litserve', '?')} with transformers {lit.get('transformers', '?')}")
+    if st:
+        parts.append(f"sentence-transformers {st.get('sentence-transformers', '?')} with optimum "
+                     f"{st.get('optimum', '?')}, onnxruntime {st.get('onnxruntime', '?')}")
+    return "; ".join(parts)
+
+
+def _pareto(data: dict) -> str:
+    fronts = data["summary"].get("frontier") or {}
+    said = [f"{label}: {', '.join(f'**{n}**' for n in names)}" for label, names in fronts.items() if names]
+    anchors = [r["name"] for r in data["results"] if _in_process(r)]
+    text = ("Pareto view (throughput at c=32 and p50 at c=1 against min cosine to fp32, compared at "
+            f"{FIDELITY_DECIMALS} decimals): on the frontier, " + ("; ".join(said) if said else "no server") + ".")
+    if anchors:
+        text += (" The in-process anchor (" + ", ".join(anchors) + ") calls `encode` without HTTP on the "
+                 "sentences a level holds at once (1 at c=1, 32 at c=32, 8 × 16 at the 16-input level); its p50 is "
+                 "one call's, and it is drawn, not ranked.")
+    return text
+
+
 def section(data: dict, out: str) -> str:
     s = data["summary"]
     e = data["environment"]
-    peers = e.get("peers", {})
     foreign = [lv["foreign_cores"] for r in data["results"] for lv in r["levels"].values()]
     loads = [lv["load_average"] for r in data["results"] for lv in r["levels"].values() if "load_average" in lv]
     # The load average counts the race's own client and server threads; only other processes' CPU
@@ -99,19 +174,26 @@ def section(data: dict, out: str) -> str:
                     ", the race's own client and servers; no other work ran.") if loads else "")
     lines = [
         f"Measured by `make bench-peers` on {data['created']} ({e.get('cpu')}, {e.get('cores')} cores; "
-        f"torch {e.get('torch')}; infinity-emb {peers.get('infinity-emb', '?')} with optimum "
-        f"{peers.get('optimum', '?')}, onnxruntime {peers.get('onnxruntime', '?')}, torch {peers.get('torch', '?')}). "
-        f"Every server serves `{Path(data.get('source', data['model'])).name}`; one lean client, `/v1/embeddings`, "
-        f"{data['rounds']} rounds of {data['block_s']:.0f}-second blocks per engine and level, engines "
+        f"torch {e.get('torch')}; {_versions(e)}). "
+        f"Every engine serves `{Path(data.get('source', data['model'])).name}`; one lean client, `/v1/embeddings`, "
+        f"{data['rounds']} round{'s' if data['rounds'] != 1 else ''} of {data['block_s']:.0f}-second blocks per "
+        "engine and level, engines "
         f"alternating (order rotated each round); medians of the blocks. Fidelity: min and mean cosine of each "
         f"engine's vectors to transformers' fp32 model with mean pooling, over the race's {data['sentences']} "
         "sentences.",
         "",
         table(data),
         "",
-        _verdict(s["at_fidelity"], f"Best CPU path at fidelity ≥ {s['fidelity_bar']}", targets=True),
-        _verdict(s["int8_vs_int8"], "int8 against int8", targets=False),
-        _verdict(s["best_vs_best"], "Fastest against fastest, whatever the fidelity", targets=False),
+        *([_verdict(s["at_fidelity"], f"Best CPU path at fidelity ≥ {s['fidelity_bar']}", targets=True),
+           _verdict(s["int8_vs_int8"], "int8 against int8", targets=False),
+           _verdict(s["best_vs_best"], "Fastest against fastest, whatever the fidelity", targets=False)]
+          if _has(data, "infinity") else []),
+        *([_verdict(s.get("litserve_at_fidelity"), f"Against LitServe at fidelity ≥ {s['fidelity_bar']}",
+                    targets=False)] if _has(data, "litserve") else []),
+        *([_verdict(s.get("anchor_at_fidelity"), f"Against the in-process anchor at fidelity ≥ {s['fidelity_bar']}",
+                    targets=False)] if _has(data, "st") else []),
+        "",
+        _pareto(data),
         "",
         f"Other processes on this shared machine used up to {max(foreign) if foreign else 0:.2f} cores during a "
         f"block (median {sorted(foreign)[len(foreign) // 2] if foreign else 0:.2f}); the alternating blocks spread "
@@ -122,29 +204,40 @@ def section(data: dict, out: str) -> str:
 
 
 def plot(data: dict, out: Path) -> None:
+    """The Pareto view: c=32 throughput and c=1 p50 against min cosine to fp32, a point per engine, each
+    frontier drawn through its servers; the in-process anchor hollow."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = data["results"]
-    names = [r["name"] for r in rows]
-    colors = ["tab:orange" if r["engine"]["server"] == "ours" else "tab:blue" for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), dpi=110, sharey=True)
-    for ax, (key, field, title) in zip(axes, (("single_c1", "p50_ms", "c=1 p50 latency (ms), lower is better"),
-                                              ("single_c32", "inputs_per_s", "c=32 inputs/s"),
-                                              ("batch16_c8", "inputs_per_s", "16-input requests, c=8: inputs/s")),
-                                       strict=True):
-        vals = [_level(r, key, field) or 0 for r in rows]
-        ax.barh(names, vals, color=colors)
-        for y, (v, r) in enumerate(zip(vals, rows, strict=True)):
-            ax.text(v, y, f" {v:.1f}" if field == "p50_ms" else f" {v:.0f}", va="center", fontsize=7)
-            if key == "single_c32":
-                ax.text(0, y, f" cos≥{_min_cos(r):.3f}", va="center", fontsize=6, color="white")
-        ax.set_title(title, fontsize=9)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].invert_yaxis()
-    fig.suptitle("Peer race on all-MiniLM-L6-v2 (orange: ours, blue: infinity-emb)", fontsize=10)
+    fronts = data.get("summary", {}).get("frontier") or summary(data)["frontier"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), dpi=110)
+    for ax, (key, field, higher, label) in zip(axes, PARETO, strict=True):
+        for r in rows:
+            v, x = _level(r, key, field), _min_cos(r)
+            if v is None or x != x:
+                continue
+            color = SERVERS.get(r["engine"]["server"], ("?", "tab:gray"))[1]
+            ax.scatter([x], [v], s=36, zorder=3, edgecolors=color,
+                       facecolors="none" if _in_process(r) else color)
+            ax.annotate(r["name"], (x, v), textcoords="offset points", xytext=(4, 3), fontsize=6)
+        on = [r for name in fronts.get(label, []) for r in rows if r["name"] == name]
+        if on:
+            pts = sorted((_min_cos(r), _level(r, key, field)) for r in on)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "--", color="black", lw=0.8, zorder=2,
+                    label="Pareto frontier (servers)")
+            ax.legend(fontsize=7, loc="lower left" if higher else "upper left")
+        ax.set_xlabel("fidelity: min cosine to transformers' fp32 (higher is better)", fontsize=8)
+        ax.set_ylabel("c=32 inputs/s (higher is better)" if higher else "c=1 p50 latency, ms (lower is better)",
+                      fontsize=8)
+        ax.set_title(f"{label}: {'throughput' if higher else 'latency'} against fidelity", fontsize=9)
+        ax.grid(alpha=0.3)
+    legend = ", ".join(f"{name}: {color.removeprefix('tab:')}" for server, (name, color) in SERVERS.items()
+                       if any(r["engine"]["server"] == server for r in rows))
+    fig.suptitle(f"Peer race on all-MiniLM-L6-v2, the Pareto view ({legend}; hollow: in-process, not ranked)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "peers.png")
     plt.close(fig)

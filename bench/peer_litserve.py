@@ -1,0 +1,85 @@
+"""LitServe serving all-MiniLM-L6-v2 for the peer race (bench/peers.py): run with .venv-litserve's python.
+
+    .venv-litserve/bin/python bench/peer_litserve.py --model FOLDER --port 8000
+
+A LitAPI with LitServe's own dynamic batching (``max_batch_size``, ``batch_timeout`` on the LitAPI, as
+its docs put them since 0.2.x): ``decode_request`` takes an OpenAI-style ``/v1/embeddings`` body, the
+loop collects up to ``max_batch_size`` requests, ``predict`` runs them through transformers' BertModel
+with mean pooling over real tokens, ``encode_response`` answers in the OpenAI shape. The route is a custom
+``api_path`` and not LitServe's ``OpenAIEmbeddingSpec``: with batching on, that spec answers 400 to a
+request holding more than one input, and the race sends 16-input requests (and its fidelity check too).
+
+Standalone on purpose: it imports neither our app nor our model code, only what its venv holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+import litserve as ls
+
+
+class Embeddings(ls.LitAPI):
+    def __init__(self, folder: str, name: str, **kwargs) -> None:
+        super().__init__(api_path="/v1/embeddings", **kwargs)
+        self.folder, self.name = folder, name
+
+    def setup(self, device: str) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.model = AutoModel.from_pretrained(self.folder).to(device).eval()
+        self.device = device
+
+    def decode_request(self, request: dict) -> list[str]:
+        texts = request["input"]
+        return [texts] if isinstance(texts, str) else list(texts)
+
+    def predict(self, batch: list[list[str]]) -> list[list[list[float]]]:
+        """One forward for every request the loop collected; vectors split back per request."""
+        torch = self.torch
+        flat = [t for texts in batch for t in texts]
+        enc = self.tokenizer(flat, padding=True, truncation=True, max_length=256, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            h = self.model(**enc).last_hidden_state  # (B, T, C)
+            m = enc["attention_mask"][:, :, None].to(h.dtype)  # (B, T, 1)
+            vecs = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1).tolist()
+        out, i = [], 0
+        for texts in batch:
+            out.append(vecs[i:i + len(texts)])
+            i += len(texts)
+        return out
+
+    def encode_response(self, vectors: list[list[float]]) -> dict:
+        return {"object": "list", "model": self.name,
+                "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": 0, "total_tokens": 0}}
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # LitServer.run stops its API servers and inference workers on it, not on SIGTERM
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="the sentence-transformers folder (config.json, weights, tokenizer)")
+    p.add_argument("--name", default="minilm", help="the model name its responses carry")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    # 32: the race's highest concurrency of single-sentence requests, and infinity's --batch-size.
+    p.add_argument("--max-batch-size", type=int, default=32)
+    # LitServe waits the whole batch_timeout for a batch that is not full (at c=1 every request pays it);
+    # 0 makes its worker poll the queue without sleeping, which on a 2-core machine costs a core.
+    p.add_argument("--batch-timeout", type=float, default=0.01, help="seconds")
+    args = p.parse_args(argv)
+    api = Embeddings(args.model, args.name, max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1)
+    signal.signal(signal.SIGTERM, _interrupt)  # the race stops servers by SIGTERM
+    server.run(host=args.host, port=args.port, log_level="warning", generate_client_file=False)
+
+
+if __name__ == "__main__":
+    main()
