@@ -139,8 +139,11 @@ def build(eng: str, tag: str = IMAGE, base_image: str | None = None, record: Pat
     it took."""
     base_image = base_image or base(eng)
     if record is not None:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(base_record(eng, base_image), indent=2) + "\n")
+        found = base_record(eng, base_image)
+        old = json.loads(record.read_text()) if record.is_file() else {}
+        if [old.get(k) for k in ("ref", "id", "digest")] != [found[k] for k in ("ref", "id", "digest")]:
+            record.parent.mkdir(parents=True, exist_ok=True)  # a new base: recorded (the same one is left as is)
+            record.write_text(json.dumps(found, indent=2) + "\n")
     cmd = [eng, "build", "-f", "docker/Dockerfile", "-t", tag, "--build-arg", f"PYTHON_IMAGE={base_image}"]
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:

@@ -68,4 +68,8 @@ def test_build_records_its_base_by_id_and_digest(tmp_path):
     assert "mmdebstrap" in saved["made_by"]
     calls = (tmp_path / "calls").read_text().splitlines()
     assert calls[0] == f"image inspect {image.LOCAL_BASE}" and f"PYTHON_IMAGE={image.LOCAL_BASE}" in calls[1]
+    # The same base again: the record (and its date) stays as it was, so a rebuild leaves the repository clean.
+    record.write_text(record.read_text().replace(saved["recorded"], "earlier"))
+    image.build(str(engine), base_image=image.LOCAL_BASE, record=record)
+    assert json.loads(record.read_text())["recorded"] == "earlier"
     assert image.BASE_RECORD == ROOT / "deploy" / "results" / "base.json"
