@@ -241,3 +241,29 @@ def test_inference_routes_check_the_key_themselves(ckpts, monkeypatch, direct):
             r = c.post(path, json=body)
             assert r.status_code == 401 and r.json()["error_type"] == "unauthorized", (path, r.text)
             assert c.post(path, json=body, headers={"authorization": "Bearer k"}).status_code == 200, path
+
+
+def test_the_route_table_matches_the_routers_order():
+    """A static path that an earlier route with parameters also matches runs that earlier route, in the router
+    and in the table alike (the table works this out once, not per request)."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/items/{x}")
+    async def item(x: str) -> dict:
+        return {"route": "/items/{x}"}
+
+    @app.get("/items/special")
+    async def special() -> dict:
+        return {"route": "/items/special"}
+
+    @app.get("/other")
+    async def other() -> dict:
+        return {"route": "/other"}
+
+    table = RouteTable(app.routes)
+    with TestClient(app) as c:
+        for path in ("/items/special", "/items/1", "/other"):
+            assert table.resolve("GET", path).path == c.get(path).json()["route"], path
+    assert table.resolve("POST", "/other").methods == {"GET"}  # the router's 405
