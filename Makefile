@@ -203,6 +203,14 @@ bench-peers: install assets $(PEERS_VENV)/.installed $(LITSERVE_VENV)/.installed
 soak: install $(ARTIFACTS)/results.json
 	$(PY) -m bench.soak --start-server --models-dir $(ARTIFACTS) --out bench/results/soak.json
 
+# The cp312 wheels a lent GPU machine's image lacks (FastAPI, Starlette, uvicorn, pydantic, ...; bench/gpu_wheels.py
+# says which and why), each at its requirements/*.lock version, and the real tokenizer files, into .whl/
+# (ignored; fails over the 64 MiB the device tool carries). There, `bash bench/gpu_check.sh $$OUT` installs
+# them and runs every GPU check (carry: .whl).
+.PHONY: gpu-wheels
+gpu-wheels: install
+	$(PY) -m bench.gpu_wheels --out .whl
+
 bench-model: install
 	$(PY) -m bench.model_speed --json bench/results/model_speed.json
 
