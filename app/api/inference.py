@@ -49,8 +49,11 @@ class InferenceRoute(APIRoute):
 
 
 def require_key(request: Request) -> None:
-    """The API key check of every inference route (Unauthorized, answered 401 by errors.py)."""
-    check_authorization(request.headers.get("authorization", ""), service_of(request).settings)
+    """The API key check of every inference route (Unauthorized, answered 401 by errors.py). Without a key set,
+    no header is parsed: this runs on every request."""
+    settings = service_of(request).settings
+    if settings.api_key:
+        check_authorization(request.headers.get("authorization", ""), settings)
 
 
 class _ReadRequest(Request):
