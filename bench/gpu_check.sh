@@ -13,8 +13,8 @@
 #   backends  tests/app/test_backends_gpu.py: torch fp16/bf16 and ONNX Runtime's CUDA provider against CPU fp32
 #   models    tiny random checkpoints (tests/fixtures.py) and paper-size random ones (bench/paper_models.py,
 #             .whl/tokenizer's vocabulary): nothing to download there
-#   sweep-*   the service on the GPU (python -m bench sweep --start-server): tiny models quick, paper-size
-#             models at the paper sweep (dtype auto: fp16 on CUDA), the paper student at fp32 and bf16 (quick)
+#   sweep-*   the service on the GPU (python -m bench sweep --start-server): paper-size models at the paper
+#             sweep (dtype auto: fp16 on CUDA), the paper student at fp32 and bf16 (quick), tiny models (quick)
 #   onnx-cuda the paper student served by ONNX Runtime on CUDA, where onnxruntime has CUDAExecutionProvider
 #             (the image's onnxruntime is the CPU build and onnxruntime-gpu is far over what travels: skipped;
 #             the CPU rehearsal runs the same step on ONNX Runtime's CPU provider)
@@ -28,8 +28,8 @@
 # venv with what the image holds (PyPI's torch 2.11.0+cu130 with its CUDA libraries, transformers 5.17.0,
 # tokenizers 0.23.2, onnxruntime 1.30.0, numpy 2.5.2, pytest 9.2.0, httpx, matplotlib; no pydantic), then only
 # .whl's 25 wheels (5.2 MiB) by the README's line, DISTIL_CACHE empty (the bundled sample texts), PY= that venv,
-# GPU_CHECK_ALLOW_CPU=1: every step ok in 460 s (install 4 s, model speed fp32 67 s, paper models 17 s, tiny sweep
-# 56 s, paper student sweep 160 s, ONNX on CPU through --serve-config 85 s, train 39 s; the GPU tests import and
+# GPU_CHECK_ALLOW_CPU=1: every step ok in 425 s (install 3 s, model speed fp32 74 s, models 20 s, paper student
+# sweep 144 s, ONNX on CPU through --serve-config 93 s, tiny sweep 37 s, train 25 s; the GPU tests import and
 # skip). What it found: matplotlib is needed by every sweep's report (the image has it), and the BERT-base teacher's
 # sweep outruns its step on a CPU (student only there). Not rehearsable here: anything CUDA does.
 #   bash bench/gpu_check.sh OUT_DIR
@@ -125,10 +125,9 @@ from bench.paper_models import main
 tiny_pair(Path('$M/tiny'))
 main(['--out', '$M/paper', '--tokenizer', '$TOK'])"
 
+  # Most telling first: a step that no longer fits the budget is skipped, so the tiny sweep and train go last.
   local paper=(--sweep paper)
   [ "$DEV" = cpu ] && paper=(--sweep quick --models student)  # the teacher at BERT-base size is minutes on a CPU
-  TAIL=8 step sweep-tiny 90 env DISTIL_DEVICE=$DEV "$PY" -m bench sweep --start-server --models-dir "$M/tiny" \
-    --sweep quick --out "$WORK/results/sweep-tiny" --accuracy "" --command-name "$CMD"
   TAIL=8 step sweep-paper 200 env DISTIL_DEVICE=$DEV "$PY" -m bench sweep --start-server --models-dir "$M/paper" \
     "${paper[@]}" --out "$WORK/results/sweep-paper" --accuracy "" --command-name "$CMD"
   if [ "$DEV" = cuda ]; then
@@ -151,6 +150,8 @@ main(['--out', '$M/paper', '--tokenizer', '$TOK'])"
     TAIL=6 step "onnx-$ort_dev" 150 "$PY" -m bench sweep --start-server --serve-config "$WORK/results/serve-onnx.json" \
       --sweep quick --out "$WORK/results/sweep-onnx-$ort_dev" --accuracy "" --command-name "$CMD"
   fi
+  TAIL=8 step sweep-tiny 90 env DISTIL_DEVICE=$DEV "$PY" -m bench sweep --start-server --models-dir "$M/tiny" \
+    --sweep quick --out "$WORK/results/sweep-tiny" --accuracy "" --command-name "$CMD"
   if [ "$DEV" = cuda ]; then
     step train 60 "$PY" -m bench.train_speed --device cuda --batch 32 --length 128 --steps 5 \
       --json "$WORK/results/train_speed.json"
