@@ -42,6 +42,7 @@ PY=${PY:-.venv/bin/python}
 BUDGET=${GPU_CHECK_BUDGET_S:-540}
 CMD="bash bench/gpu_check.sh"  # the command each sweep's report names
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+trap 'rm -rf "$WORK/models" "$WORK/tmp"' EXIT  # the random weights (about 700 MB); the results stay in the tarball
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TMPDIR=$WORK/tmp
 mkdir -p "$TMPDIR" "$WORK/results"
 : > "$OUT/summary.txt"
