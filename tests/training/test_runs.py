@@ -469,6 +469,7 @@ def test_a_run_paused_at_stop_at_and_resumed_equals_the_uninterrupted_run(assets
     run_distill(dataclasses.replace(cut, train=dataclasses.replace(cut.train, stop_at=None, resume=True)))
 
     def digest(out: Path) -> str:
-        return [line for line in (out / "train.log").read_text().splitlines() if "weights digest" in line][-1].split()[-1]
+        lines = [line for line in (out / "train.log").read_text().splitlines() if "weights digest" in line]
+        return lines[-1].split()[-1]
 
     assert digest(tmp_path / "cut") == digest(tmp_path / "whole")
