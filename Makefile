@@ -5,6 +5,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 HOST ?= 127.0.0.1
+comma := ,
 PORT ?= 8000
 
 .PHONY: system-deps install assets test test-fast lint format models ablation candidates serve bench bench-paper bench-model bench-train report docs screenshot clean container-engine base-image image test-image
@@ -166,31 +167,26 @@ bench-paper: install $(ARTIFACTS)/results.json
 # ONNX fp32 and ONNX int8 engines, LitServe's batching (bench/peer_litserve.py), sentence-transformers called
 # without HTTP (bench/peer_st.py) and ours with each backend/precision, alternating blocks. About 20 minutes.
 PEERS_VENV ?= .venv-peers
-$(PEERS_VENV)/.installed:
-	test -x $(PEERS_VENV)/bin/python || python3 -m venv $(PEERS_VENV)
-	$(PEERS_VENV)/bin/pip install -q --upgrade pip
-	$(PEERS_VENV)/bin/pip install -q torch==2.13.0
-	$(PEERS_VENV)/bin/pip install -q "infinity-emb[server,optimum,torch]==0.0.78" optimum==2.1.0 optimum-onnx==0.1.0 \
-	  transformers==4.57.6 torch==2.13.0
-	touch $@
-
 LITSERVE_VENV ?= .venv-litserve
-$(LITSERVE_VENV)/.installed:
-	test -x $(LITSERVE_VENV)/bin/python || python3 -m venv $(LITSERVE_VENV)
-	$(LITSERVE_VENV)/bin/pip install -q --upgrade pip
-	$(LITSERVE_VENV)/bin/pip install -q torch==2.13.0
-	$(LITSERVE_VENV)/bin/pip install -q litserve==0.2.19 transformers==4.57.6 torch==2.13.0
-	touch $@
-
-# sentence-transformers 5.7: its onnx extra needs optimum-onnx, which pins transformers < 4.58 (6.x wants 5.x).
 ST_VENV ?= .venv-st
-$(ST_VENV)/.installed:
-	test -x $(ST_VENV)/bin/python || python3 -m venv $(ST_VENV)
-	$(ST_VENV)/bin/pip install -q --upgrade pip
-	$(ST_VENV)/bin/pip install -q torch==2.13.0
-	$(ST_VENV)/bin/pip install -q "sentence-transformers[onnx]==5.7.0" optimum==2.1.0 optimum-onnx==0.1.0 \
-	  onnxruntime==1.32.0 transformers==4.57.6 torch==2.13.0
-	touch $@
+
+# A peer's virtual environment: $(1) its folder, $(2) what it installs beside the local torch wheel (first and
+# pinned again, so nothing pulls a CUDA build).
+define peer_venv
+$(1)/.installed:
+	test -x $(1)/bin/python || python3 -m venv $(1)
+	$(1)/bin/pip install -q --upgrade pip
+	$(1)/bin/pip install -q torch==2.13.0
+	$(1)/bin/pip install -q $(2) torch==2.13.0
+	touch $$@
+endef
+
+$(eval $(call peer_venv,$(PEERS_VENV),"infinity-emb[server$(comma)optimum$(comma)torch]==0.0.78" optimum==2.1.0 \
+  optimum-onnx==0.1.0 transformers==4.57.6))
+$(eval $(call peer_venv,$(LITSERVE_VENV),litserve==0.2.19 transformers==4.57.6))
+# sentence-transformers 5.7: its onnx extra needs optimum-onnx, which pins transformers < 4.58 (6.x wants 5.x).
+$(eval $(call peer_venv,$(ST_VENV),"sentence-transformers[onnx]==5.7.0" optimum==2.1.0 optimum-onnx==0.1.0 \
+  onnxruntime==1.32.0 transformers==4.57.6))
 
 .PHONY: bench-peers
 bench-peers: install assets $(PEERS_VENV)/.installed $(LITSERVE_VENV)/.installed $(ST_VENV)/.installed

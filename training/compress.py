@@ -38,7 +38,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import statistics
 import sys
@@ -56,6 +55,7 @@ from .augment import perturbed_copies
 from .common import classifier_from, export, logits_and_pooled_of, logits_of, score, seed_all, use_threads
 from .config import CompressConfig, FinetuneConfig, TaskDistillConfig, to_dict
 from .data import collate, read_texts
+from .figures import pyplot, save
 from .finetune import train_classifier
 from .init import init_student
 from .objective import task_distillation
@@ -1034,13 +1034,8 @@ def model_card(r: dict) -> str:
 
 def plot(r: dict, path: Path) -> None:
     """Accuracy against batch-1 CPU latency, one point per model (skipped without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.info("matplotlib is not installed: no %s", path.name)
+    plt = pyplot(path)
+    if plt is None:
         return
     split = "test" if "test" in r["splits"] else "dev"
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -1054,7 +1049,4 @@ def plot(r: dict, path: Path) -> None:
     ax.set_title("accuracy vs latency")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save(fig, path)

@@ -37,6 +37,7 @@ from .compress import _file_digest, _open_log, latency_b1, model_digest
 from .config import DistillConfig, to_dict
 from .data import collate, read_texts
 from .distill import run_distill
+from .figures import pyplot, save
 from .tabular import FORMATS, InputError, dev_bucket, read_table
 from .trainer import TrainConfig
 
@@ -299,13 +300,8 @@ def markdown(r: dict) -> str:
 
 def plot(r: dict, path: Path) -> None:
     """Top-1 neighbour agreement and mean cosine per domain (skipped without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.info("matplotlib is not installed: no %s", path.name)
+    plt = pyplot(path)
+    if plt is None:
         return
     names = list(r["domains"])
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) + 2), 3.2))
@@ -318,7 +314,4 @@ def plot(r: dict, path: Path) -> None:
     ax.set_title(f"student ({r['models']['student']['layers']} layers) vs teacher")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save(fig, path)
