@@ -138,6 +138,7 @@ docs: install
 	  --section bench-paper --command-name "make bench-paper" --accuracy "" >/dev/null
 	$(PY) -m bench.peers --report-only --out bench/results/peers --readme README.md >/dev/null
 	$(PY) -m bench.loop_cost --report-only --out bench/results/loop_cost.json --readme README.md >/dev/null
+	$(PY) -m bench.loop_profile --report-only --out bench/results/loop_profile.json --readme README.md >/dev/null
 	$(PY) -m bench.soak --report-only --out bench/results/soak.json --readme README.md >/dev/null
 	$(PY) -m bench.hardening --report-only --out bench/results/hardening.json --readme README.md >/dev/null
 	$(PY) -m bench.model_speed --report-only --json bench/results/model_speed.json --readme README.md >/dev/null

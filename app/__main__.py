@@ -53,6 +53,11 @@ class HandOff(logging.handlers.QueueHandler):
 def configure_logging(level: str) -> logging.handlers.QueueListener:
     """Lines are formatted and written by a listener thread: a write to stderr took 0.14 ms on
     the README's machine, on the event loop once per request."""
+    # What a record gathers that no line prints (JsonFormatter writes the time, level, logger and fields):
+    # the caller's file and line (a walk of the stack), the thread's and the process's names. Each cost the
+    # event loop on every request's access line (logging's own switches for it).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     records: queue.SimpleQueue = queue.SimpleQueue()
     to_queue = HandOff(records)
     to_queue.setFormatter(JsonFormatter())

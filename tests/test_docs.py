@@ -26,11 +26,13 @@ def test_every_generated_section_is_in_one_page_and_make_docs_writes_it():
             seen.setdefault(name, []).append(page.name)
     assert seen and all(len(p) == 1 for p in seen.values()), seen
     make_docs = subprocess.run(["make", "-n", "docs"], cwd=ROOT, capture_output=True, text=True).stdout
-    sections = {"results", "variants", "ablation", "bench", "bench-paper", "peers", "loop-cost", "soak", "hardening",
+    sections = {"results", "variants", "ablation", "bench", "bench-paper", "peers", "loop-cost", "loop-profile", "soak",
+                "hardening",
                 "model-speed", "train-speed", "playground", "image"}
     assert set(seen) <= sections, set(seen) - sections
     for command in ("experiments.report", "experiments.variants --report-only", "experiments.ablation --report-only",
                     "bench report", "bench.peers --report-only", "bench.loop_cost --report-only",
+                    "bench.loop_profile --report-only",
                     "bench.soak --report-only", "bench.hardening --report-only", "bench.model_speed --report-only",
                     "bench.train_speed --report-only", "bench.playground --report-only", "deploy.report"):
         assert command in make_docs, command
