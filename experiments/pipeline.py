@@ -47,7 +47,6 @@ from lab.datasets import LABELS, cut_sentences, load_news, load_ood, load_sentim
 from lab.environment import cpu_model
 from model.pooling import mean_pool
 from training.augment import perturb
-from training.common import classification_metrics, score
 from training.compress_embed import EmbedCompressConfig, run_compress_embed
 from training.config import DistillConfig, FinetuneConfig, TaskDistillConfig, to_dict
 from training.data import collate, read_labeled
@@ -55,6 +54,7 @@ from training.distill import run_distill
 from training.distill_task import merge_teacher_scores, run_distill_task, score_teacher, teacher_pass
 from training.finetune import run_finetune
 from training.paper import TEMPERATURE
+from training.scoring import classification_metrics, score
 from training.trainer import TrainConfig
 
 log = logging.getLogger("experiments.pipeline")

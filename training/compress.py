@@ -52,13 +52,14 @@ import model
 from model.device import resolve_device
 
 from .augment import perturbed_copies
-from .common import classifier_from, export, logits_and_pooled_of, logits_of, score, seed_all, use_threads
+from .checkpoints import classifier_from, export
 from .config import CompressConfig, FinetuneConfig, TaskDistillConfig, to_dict
 from .data import collate, read_texts
 from .figures import pyplot, save
 from .finetune import train_classifier
 from .init import init_student
 from .objective import task_distillation
+from .scoring import logits_and_pooled_of, logits_of, score
 from .tabular import (
     FORMATS,
     InputError,
@@ -70,7 +71,7 @@ from .tabular import (
     resolve_labels,
     split_dev,
 )
-from .trainer import TrainConfig
+from .trainer import TrainConfig, seed_all, use_threads
 
 log = logging.getLogger("compress")  # not under "training": the Trainer points that logger at its own file
 SPLITS = ("dev", "test")

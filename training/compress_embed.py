@@ -32,14 +32,13 @@ import torch
 
 import model
 
-from .common import seed_all, use_threads
 from .compress import _file_digest, _open_log, latency_b1, model_digest
 from .config import DistillConfig, to_dict
 from .data import collate, read_texts
 from .distill import run_distill
 from .figures import pyplot, save
 from .tabular import FORMATS, InputError, dev_bucket, read_table
-from .trainer import TrainConfig
+from .trainer import TrainConfig, seed_all, use_threads
 
 log = logging.getLogger("compress")
 PLOT = "agreement.png"

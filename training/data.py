@@ -15,6 +15,8 @@ import torch
 import model
 from model.tokenizer import pad_rows
 
+from .trainer import Batch
+
 
 def read_texts(path: str | Path, column: str = "text") -> list[str]:
     """One text per line (.txt), or a column of a .csv/.tsv/.jsonl file."""
@@ -119,3 +121,67 @@ def collate(seqs: list[list[int]], pad_id: int, max_length: int) -> tuple[torch.
     """(ids, attention mask) of sequences cut to max_length and right-padded (model/tokenizer.py's padding)."""
     batch = pad_rows(seqs, pad_id, max_length)
     return batch.input_ids, batch.attention_mask
+
+
+class TokenStates:
+    """Per-token tensors of every sequence, kept ragged (no padding stored): the rows of all sequences
+    in one (sum of lengths, ...) block, half precision, with each sequence's offset. A teacher's hidden
+    states for some 20,000 texts fit in about a gigabyte this way; padded to the maximum length they
+    would take over twice that."""
+
+    def __init__(self, rows: list[torch.Tensor]) -> None:
+        self.lengths = [r.shape[0] for r in rows]
+        self.offsets = [0]
+        for n in self.lengths:
+            self.offsets.append(self.offsets[-1] + n)
+        self.block = torch.cat(rows).half() if rows else torch.empty(0)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.block[self.offsets[i]:self.offsets[i + 1]].float()
+
+    def padded(self, idx: list[int], length: int) -> torch.Tensor:
+        """Sequences ``idx`` zero-padded to ``length`` rows: (B, length, ...)."""
+        out = self.block.new_zeros((len(idx), length, *self.block.shape[1:]), dtype=torch.float32)
+        for b, i in enumerate(idx):
+            n = min(self.lengths[i], length)
+            out[b, :n] = self.block[self.offsets[i]:self.offsets[i] + n]
+        return out
+
+
+class SequenceData:
+    """Token-id sequences (+ labels, + per-sequence tensors such as cached teacher logits, + per-token
+    ones such as cached teacher hidden states) served as length-grouped batches."""
+
+    def __init__(self, seqs: list[list[int]], labels: list[int] | None, pad_id: int, max_length: int,
+                 batch_size: int, seed: int, per_sequence: dict[str, torch.Tensor] | None = None,
+                 per_token: dict[str, TokenStates] | None = None,
+                 token_types: list[list[int]] | None = None) -> None:
+        self.seqs, self.labels = [s[:max_length] for s in seqs], labels
+        # Segment ids of sentence pairs (a BERT-family model's token_type_ids), one per token; None: one segment.
+        self.token_types = [t[:max_length] for t in token_types] if token_types is not None else None
+        self.pad_id, self.max_length, self.batch_size, self.seed = pad_id, max_length, batch_size, seed
+        self.per_sequence = per_sequence or {}
+        self.per_token = per_token or {}
+        self.lengths = [len(s) for s in self.seqs]
+        for name, states in self.per_token.items():
+            if states.lengths != self.lengths:
+                raise ValueError(f"{name}: per-token rows do not match the sequences' lengths")
+
+    def batches_for_epoch(self, epoch: int) -> list[list[int]]:
+        return length_grouped_batches(self.lengths, self.batch_size, self.seed, epoch)
+
+    def make_batch(self, idx: list[int]) -> Batch:
+        ids, mask = collate([self.seqs[i] for i in idx], self.pad_id, self.max_length)
+        t = {"input_ids": ids, "attention_mask": mask}
+        if self.token_types is not None:
+            t["token_type_ids"], _ = collate([self.token_types[i] for i in idx], 0, self.max_length)
+        if self.labels is not None:
+            t["labels"] = torch.tensor([self.labels[i] for i in idx], dtype=torch.long)
+        for name, rows in self.per_sequence.items():
+            t[name] = rows[idx]
+        for name, states in self.per_token.items():
+            t[name] = states.padded(idx, ids.shape[1])
+        return Batch(t, tokens=int(mask.sum()))

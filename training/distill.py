@@ -13,12 +13,12 @@ import model
 from model.pooling import mean_pool
 
 from . import objective
-from .common import Frozen, SequenceData, export, maybe_freeze_embeddings, seed_all, use_threads
+from .checkpoints import Frozen, export, maybe_freeze_embeddings
 from .config import DistillConfig, to_dict
-from .data import chunk_corpus, collate, padding_fraction, read_texts
+from .data import SequenceData, chunk_corpus, collate, padding_fraction, read_texts
 from .init import init_student
 from .masking import MaskingConfig, mask_tokens, token_weights
-from .trainer import Batch, Trainer
+from .trainer import Batch, Trainer, seed_all, use_threads
 
 log = logging.getLogger("training")
 

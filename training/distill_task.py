@@ -14,21 +14,13 @@ from torch import nn
 import model
 from model.device import resolve_device
 
-from .common import (
-    classifier_from,
-    logits_and_pooled_of,
-    logits_of,
-    merge_shares,
-    score,
-    seed_all,
-    teacher_targets,
-    use_threads,
-)
+from .checkpoints import classifier_from
 from .config import TaskDistillConfig
 from .data import read_texts
 from .finetune import dev_accuracy, labeled_ids, train_classifier
 from .init import init_student, layer_map
-from .trainer import weights_digest
+from .scoring import logits_and_pooled_of, logits_of, merge_shares, score, teacher_targets
+from .trainer import seed_all, use_threads, weights_digest
 
 log = logging.getLogger("training")
 

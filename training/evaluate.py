@@ -7,9 +7,9 @@ from pathlib import Path
 
 import model
 
-from .common import classification_metrics, score
 from .config import EvaluateConfig
 from .finetune import labeled_ids
+from .scoring import classification_metrics, score
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, float]:

@@ -13,23 +13,11 @@ from model.device import resolve_device
 from model.pooling import mean_pool
 
 from . import objective
-from .common import (
-    ClassifierOutputs,
-    SequenceData,
-    TokenStates,
-    classification_metrics,
-    classifier_from,
-    embedding_reference,
-    export,
-    maybe_freeze_embeddings,
-    pooled_of,
-    score,
-    seed_all,
-    use_threads,
-)
+from .checkpoints import ClassifierOutputs, classifier_from, embedding_reference, export, maybe_freeze_embeddings
 from .config import FinetuneConfig, TaskDistillConfig, to_dict
-from .data import Labeled, read_labeled
-from .trainer import Trainer
+from .data import Labeled, SequenceData, TokenStates, read_labeled
+from .scoring import classification_metrics, pooled_of, score
+from .trainer import Trainer, seed_all, use_threads
 
 
 def labeled_ids(tok: model.Tokenizer, path: str, cfg, id2label=None) -> tuple[Labeled, list[list[int]]]:

@@ -382,5 +382,21 @@ def weights_digest(module: nn.Module) -> str:
 
 
 
+
+def seed_all(seed: int) -> None:
+    """Seed torch and Python's random at a command's start, before any model is built: a new head's
+    initial weights come from the process's generator, which a worker process does not start in a fixed
+    state (the Trainer seeds again, but only after the model exists)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
+def use_threads(threads: int | None) -> None:
+    """The configured torch threads for this process, from the start of a command (a command scores data
+    before its Trainer exists; two OpenMP threads on a busy 2-core machine run several times slower than one)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 __all__ = ["Batch", "CheckpointRefused", "Trainer", "TrainConfig", "TrainState", "atomic_save", "check_same_config",
-           "distributed", "linear_schedule", "param_groups"]
+           "distributed", "linear_schedule", "param_groups", "seed_all", "use_threads"]

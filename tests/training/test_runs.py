@@ -289,7 +289,7 @@ def test_labels_alone_skip_the_teacher_pass_and_train_what_the_objective_at_alph
 
 def test_a_representation_loss_toward_the_teacher_scores_it_once_with_the_same_result(assets, tmp_path, monkeypatch):
     """With embed_reference the teacher itself, its logits and pooled embeddings come from one forward
-    (training.common.logits_and_pooled_of); a copy of the teacher in another folder takes the two-pass
+    (training.scoring.logits_and_pooled_of); a copy of the teacher in another folder takes the two-pass
     path. Both must train the same weights."""
     import shutil
 
@@ -330,11 +330,12 @@ def _layer_cosines(student: torch.nn.Module, teacher: torch.nn.Module, seqs, pai
 
 
 def test_teacher_states_are_cached_once_per_text_as_the_teacher_computes_them(assets):
-    """training.common.teacher_targets: one forward per batch gives the logits, the pooled last layer and
+    """training.scoring.teacher_targets: one forward per batch gives the logits, the pooled last layer and
     the per-token outputs of the chosen layers; each text's cached rows equal the teacher run on that text
     alone (no padding leaks in), to half precision, and come back zero-padded to a batch's length."""
     from model.pooling import mean_pool
-    from training.common import classifier_from, score, teacher_targets
+    from training.checkpoints import classifier_from
+    from training.scoring import score, teacher_targets
 
     torch.manual_seed(0)
     teacher = classifier_from(assets / "teacher_base", {0: "negative", 1: "positive"}).eval()
@@ -393,8 +394,8 @@ def test_a_teacher_pass_split_in_shares_is_the_whole_pass_bitwise_and_trains_the
     on them is the same; a file made for another teacher, other texts or another length is refused."""
     import shutil
 
-    from training.common import merge_shares, score
     from training.config import TaskDistillConfig, TrainConfig
+    from training.scoring import merge_shares, score
 
     unlabeled = tmp_path / "unlabeled.txt"
     unlabeled.write_text("\n".join((assets / "corpus.txt").read_text().splitlines()[:70]) + "\n")
