@@ -10,8 +10,10 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import torch
 import yaml
 
+import model.device
 from app.settings import Settings
 
 from .support import POD_LABELS, ROOT, render
@@ -119,6 +121,8 @@ def test_environment_is_real_settings_and_termination_outlasts_the_drain(folder,
     for name in env:
         assert name.startswith("DISTIL_") and name[7:].lower() in Settings.model_fields, name
         monkeypatch.setenv(name, env[name])
+    # The GPU pod's device is the node's, not this machine's: its name is validated, not looked for here.
+    monkeypatch.setattr(model.device, "resolve_device", lambda name, local_rank=None: torch.device(name))
     settings = Settings()  # the pod's values, validated by the service's own settings class
     assert settings.device in ("cpu", "cuda")
     pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
