@@ -188,7 +188,7 @@ def test_smoke_sweep_against_the_real_app(tmp_path):
     # run each side did work (HTTP on the event loop, forwards on the model threads), so a split that
     # read the wrong process or thread shows up as a zero. (Per level, /proc's 10 ms ticks can
     # round a short level's share to 0; the run's total cannot.)
-    cpu = [(r["sent"], r["extra"]["cpu"]) for r in data["results"]]
+    cpu = [(r["sent"], r["extra"]["cpu"]) for r in data["results"] if r["sent"]]  # no request sent: nothing to split
     for side in ("client_ms", "server_loop_ms", "server_other_ms"):
         assert all(c[side] >= 0 for _, c in cpu) and sum(n * c[side] for n, c in cpu) > 0, side
     assert all(0 < c["cores_busy"] <= data["environment"]["cores"] + 0.5 for _, c in cpu)
