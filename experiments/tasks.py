@@ -31,7 +31,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from lab.datasets import OOD_FILES, SENTIMENT_FILE, write_atomic
+from lab.datasets import OOD_FILES, SENTIMENT_FILE, ground_truth_rows, write_atomic
 
 CORPORA = {"movie": ("sentiment", SENTIMENT_FILE), "tweet": ("sentiment_ood", OOD_FILES["tweets"]),
            "nyt": ("sentiment_ood", OOD_FILES["nyt"])}
@@ -52,15 +52,9 @@ def split_of(key: str) -> str:
 def read_scored(path: Path) -> list[tuple[str, float, str]]:
     """(id, score, text) rows of a ground-truth TSV (id, sentiment, text); zero scores kept."""
     out = []
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(rows)
-        if [h.strip() for h in header[:3]] != ["id", "sentiment", "text"]:
-            raise ValueError(f"{path}: unexpected header {header}")
-        for row in rows:
-            text = " ".join("\t".join(row[2:]).split()) if len(row) >= 3 else ""
-            if text:
-                out.append((row[0].strip(), float(row[1]), text))
+    for rid, score, cells in ground_truth_rows(path):
+        if text := " ".join("\t".join(cells).split()):
+            out.append((rid, score, text))
     return out
 
 

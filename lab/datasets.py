@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 csv.field_size_limit(1 << 24)
@@ -31,21 +32,26 @@ def split_of(key: str) -> str:
     return "train" if b < 8 else ("dev" if b == 8 else "test")
 
 
-def read_ground_truth(path: Path) -> list[tuple[str, str, int]]:
-    """(id, text, label) rows of a ground-truth TSV (id, sentiment, text): score > 0 positive (1),
-    < 0 negative (0), 0 dropped."""
-    out = []
+def ground_truth_rows(path: Path) -> Iterator[tuple[str, float, list[str]]]:
+    """(id, score, the text's cells) of each row of a ground-truth TSV (id, sentiment, text), its header
+    checked; a text holding tabs spans several cells."""
     with path.open(encoding="utf-8", newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(rows)
         if [h.strip() for h in header[:3]] != ["id", "sentiment", "text"]:
             raise ValueError(f"{path}: unexpected header {header}")
         for row in rows:
-            if len(row) < 3:
-                continue
-            rid, score, text = row[0].strip(), float(row[1]), "\t".join(row[2:]).strip()
-            if score == 0 or not text:
-                continue
+            if len(row) >= 3:
+                yield row[0].strip(), float(row[1]), row[2:]
+
+
+def read_ground_truth(path: Path) -> list[tuple[str, str, int]]:
+    """(id, text, label) rows of a ground-truth TSV (id, sentiment, text): score > 0 positive (1),
+    < 0 negative (0), 0 dropped."""
+    out = []
+    for rid, score, cells in ground_truth_rows(path):
+        text = "\t".join(cells).strip()
+        if score != 0 and text:
             out.append((rid, text, 1 if score > 0 else 0))
     return out
 
