@@ -56,7 +56,7 @@ from .checkpoints import classifier_from, export
 from .config import CompressConfig, FinetuneConfig, TaskDistillConfig, to_dict
 from .data import collate, read_texts
 from .figures import pyplot, save
-from .finetune import train_classifier
+from .finetune import distill_loss, finetune_loss, train_classifier
 from .init import init_student
 from .objective import task_distillation
 from .scoring import logits_and_pooled_of, logits_of, score
@@ -693,7 +693,7 @@ def _train_teacher(run: Run) -> dict:
         selector = Selector(run, run.out / "work" / name / "best", fcfg, str(p.source), True,
                             eval_points(total, per_epoch), per_epoch)
         train_classifier(fcfg, clf, p.tok, p.ids["train"], p.labels["train"], None, str(p.source), selector,
-                         token_types=p.types["train"] if has_types(clf) else None)
+                         token_types=p.types["train"] if has_types(clf) else None, loss=finetune_loss(fcfg))
         return {"lr": lr, **selector.summary()}
 
     def once(lr: float, what: str, stop_at: int | None, resume: bool) -> dict:
@@ -778,7 +778,7 @@ def _train_student(run: Run, teacher_dir: Path) -> dict:
     selector = Selector(run, run.out / "work" / "student" / "best", tcfg, str(teacher_dir), False,
                         eval_points(total, per_epoch), per_epoch)
     train_classifier(tcfg, student, p.tok, seqs, labels, both[:, :n_labels], str(teacher_dir), selector,
-                     both[:, n_labels:] if cfg.alpha_embed > 0 else None)
+                     both[:, n_labels:] if cfg.alpha_embed > 0 else None, loss=distill_loss(tcfg))
     run.publish("student")
     return {"extra": {"perturbed_copies": len(a), "unlabeled": n_unl}, "steps": total,
             "selection": selector.summary() | {"lr": cfg.lr}}
@@ -802,7 +802,8 @@ def _train_baseline(run: Run, teacher_dir: Path, steps: int) -> dict:
                         unlabeled_file=None, class_weights=weights)
     selector = Selector(run, run.out / "work" / "baseline" / "best", tcfg, str(teacher_dir), False,
                         eval_points(steps, per_epoch), per_epoch)
-    train_classifier(tcfg, student, p.tok, p.ids["train"], p.labels["train"], None, str(teacher_dir), selector)
+    train_classifier(tcfg, student, p.tok, p.ids["train"], p.labels["train"], None, str(teacher_dir), selector,
+                     loss=distill_loss(tcfg))
     run.publish("baseline")
     return {"steps": steps, "selection": selector.summary() | {"lr": cfg.lr}}
 

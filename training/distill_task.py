@@ -17,7 +17,7 @@ from model.device import resolve_device
 from .checkpoints import classifier_from
 from .config import TaskDistillConfig
 from .data import read_texts
-from .finetune import dev_accuracy, labeled_ids, train_classifier
+from .finetune import dev_accuracy, distill_loss, labeled_ids, train_classifier
 from .init import init_student, layer_map
 from .scoring import logits_and_pooled_of, logits_of, merge_shares, score, teacher_targets
 from .trainer import seed_all, use_threads, weights_digest
@@ -65,7 +65,7 @@ def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
     # scores nothing (on make models' train split that pass cost a core about a minute).
     dev_eval = dev_accuracy(cfg, tok, id2label, lambda ids: score(teacher, ids, tok.pad_id, cfg.max_length))
     return train_classifier(cfg, student, tok, seqs, labels, teacher_logits, cfg.embed_reference or cfg.teacher,
-                            dev_eval, reference_pooled, teacher_states)
+                            dev_eval, reference_pooled, teacher_states, loss=distill_loss(cfg))
 
 
 def load_teacher(cfg: TaskDistillConfig) -> nn.Module:

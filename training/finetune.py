@@ -25,13 +25,30 @@ def labeled_ids(tok: model.Tokenizer, path: str, cfg, id2label=None) -> tuple[La
     return data, tok.tokenize_ids(data.texts)
 
 
+def finetune_loss(cfg: FinetuneConfig) -> objective.TaskLoss:
+    """Fine-tuning's loss: the labels (weighted per class if asked), and the embedding term if asked."""
+    return objective.TaskLoss(alpha_embed=cfg.alpha_embed, class_weights=_weights(cfg.class_weights))
+
+
+def distill_loss(cfg: TaskDistillConfig) -> objective.TaskLoss:
+    """Task distillation's loss, as its config sets it."""
+    return objective.TaskLoss(cfg.alpha, cfg.temperature, cfg.alpha_embed, cfg.alpha_hidden,
+                              _weights(cfg.class_weights))
+
+
+def _weights(class_weights: list[float] | None) -> tuple[float, ...] | None:
+    return tuple(class_weights) if class_weights else None
+
+
 def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, tok: model.Tokenizer,
                      seqs: list[list[int]], labels: list[int], teacher_logits: torch.Tensor | None,
                      pooling_from: str | None, dev_eval=None, reference_pooled: torch.Tensor | None = None,
                      teacher_states: TokenStates | None = None,
-                     token_types: list[list[int]] | None = None) -> dict[str, float]:
-    """Train ``clf`` on (seqs, labels): CE alone, or with the teacher's cached logits the task-distillation
-    objective. The frozen teacher and embedding reference are run once, before training, over every
+                     token_types: list[list[int]] | None = None, *, loss: objective.TaskLoss) -> dict[str, float]:
+    """Train ``clf`` on (seqs, labels) with ``loss`` (``finetune_loss`` or ``distill_loss`` of ``cfg``): CE alone,
+    or with the teacher's cached logits the task-distillation objective; ``cfg`` gives the optimiser, the
+    length, the embedding reference and what the export records. The frozen teacher and embedding reference
+    are run once, before training, over every
     sequence (``reference_pooled``: already done); what they produced travels with each batch, so neither
     model is held during training. ``teacher_states``: the teacher's per-token outputs at the layers
     ``clf``'s layers pair with, in order (one per student layer), for the hidden-state loss.
@@ -41,31 +58,30 @@ def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, to
     per_sequence = {}
     if teacher_logits is not None:
         per_sequence["teacher_logits"] = teacher_logits
-    if reference_pooled is not None and cfg.alpha_embed > 0:
+    if reference_pooled is not None and loss.alpha_embed > 0:
         per_sequence["reference_pooled"] = reference_pooled
-    elif (reference := embedding_reference(cfg.embed_reference, cfg.alpha_embed)) is not None:
+    elif (reference := embedding_reference(cfg.embed_reference, loss.alpha_embed)) is not None:
         reference.to(resolve_device(tr.device))
         per_sequence["reference_pooled"] = score(reference, seqs, tok.pad_id, cfg.max_length, pooled_of,
                                                  token_types=token_types)
         del reference
-    alpha, temperature = getattr(cfg, "alpha", 0.0), getattr(cfg, "temperature", 1.0)
-    alpha_hidden = getattr(cfg, "alpha_hidden", 0.0)
     per_token, layers = {}, None
-    if teacher_states is not None and alpha_hidden > 0:
+    if teacher_states is not None and loss.alpha_hidden > 0:
         per_token["teacher_states"] = teacher_states
         layers = list(range(clf.config.num_layers))
     data = SequenceData(seqs, labels, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed, per_sequence, per_token,
                         token_types)
-    weights = getattr(cfg, "class_weights", None)
+    weights = loss.class_weights
     weights = torch.tensor(weights, dtype=torch.float32, device=resolve_device(tr.device)) if weights else None
 
     def loss_fn(m, batch, g):
         t = batch.tensors
         ids, mask = t["input_ids"], t["attention_mask"]
         logits, last, states = m(ids, mask, t.get("token_type_ids"))
-        return objective.task_distillation(logits, t.get("teacher_logits"), t["labels"], alpha, temperature,
-                                           mean_pool(last, mask), t.get("reference_pooled"), cfg.alpha_embed,
-                                           states, t.get("teacher_states"), mask, alpha_hidden, weights)
+        return objective.task_distillation(logits, t.get("teacher_logits"), t["labels"], loss.alpha,
+                                           loss.temperature, mean_pool(last, mask), t.get("reference_pooled"),
+                                           loss.alpha_embed, states, t.get("teacher_states"), mask,
+                                           loss.alpha_hidden, weights)
 
     out = Path(tr.out_dir)
     trainer = Trainer(ClassifierOutputs(clf, layers), tr, data.batches_for_epoch, data.make_batch, loss_fn,
@@ -100,4 +116,4 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, float]:
     train, train_ids = labeled_ids(tok, cfg.train_file, cfg, id2label)
     clf = classifier_from(cfg.model, train.id2label)
     return train_classifier(cfg, clf, tok, train_ids, train.labels, None, cfg.model,
-                            dev_accuracy(cfg, tok, train.id2label))
+                            dev_accuracy(cfg, tok, train.id2label), loss=finetune_loss(cfg))

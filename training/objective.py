@@ -59,6 +59,19 @@ def general_distillation(student: Outputs, teacher: Outputs, attention_mask: tor
     return _weighted(terms, attention_mask)
 
 
+@dataclass(frozen=True)
+class TaskLoss:
+    """The weights of a task stage's loss (``task_distillation``): the teacher's soft targets against the
+    labels (``alpha``, at ``temperature``), the pooled-embedding term, the hidden-state term, and the labels'
+    per-class weights. Fine-tuning is alpha 0: the labels alone."""
+
+    alpha: float = 0.0
+    temperature: float = TEMPERATURE
+    alpha_embed: float = 0.0
+    alpha_hidden: float = 0.0
+    class_weights: tuple[float, ...] | None = None
+
+
 def task_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                       labels: torch.Tensor | None, alpha: float, temperature: float,
                       student_pooled: torch.Tensor | None = None, reference_pooled: torch.Tensor | None = None,
