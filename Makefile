@@ -132,6 +132,7 @@ docs: install
 	@if [ -f $(ARTIFACTS)/results.json ]; then $(PY) -m experiments.report --results $(ARTIFACTS)/results.json; fi
 	$(PY) -m experiments.variants --report-only bench/results/variants/variants.json --readme README.md >/dev/null
 	$(PY) -m experiments.ablation --report-only --readme README.md >/dev/null
+	$(PY) -m experiments.evidence --docs-only >/dev/null
 	$(PY) -m bench report --results bench/results/bench.json --out bench/results --readme README.md \
 	  --accuracy "$$( [ -f $(ARTIFACTS)/results.json ] && echo $(ARTIFACTS)/results.json )" >/dev/null
 	$(PY) -m bench report --results bench/results/paper/bench.json --out bench/results/paper --readme README.md \

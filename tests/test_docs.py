@@ -31,6 +31,7 @@ def test_every_generated_section_is_in_one_page_and_make_docs_writes_it():
                 "model-speed", "train-speed", "playground", "image"}
     assert set(seen) <= sections, set(seen) - sections
     for command in ("experiments.report", "experiments.variants --report-only", "experiments.ablation --report-only",
+                    "experiments.evidence --docs-only",
                     "bench report", "bench.peers --report-only", "bench.loop_cost --report-only",
                     "bench.loop_profile --report-only",
                     "bench.soak --report-only", "bench.hardening --report-only", "bench.model_speed --report-only",
