@@ -45,9 +45,8 @@ import model
 from lab.assets import fetch
 from lab.datasets import LABELS, cut_sentences, load_news, load_ood, load_sentiment, write_atomic, write_splits
 from lab.environment import cpu_model
-from model.pooling import mean_pool
 from training.augment import perturb
-from training.compress_embed import EmbedCompressConfig, run_compress_embed
+from training.compress_embed import EmbedCompressConfig, agreement, run_compress_embed, sentence_embeddings
 from training.config import DistillConfig, FinetuneConfig, TaskDistillConfig, to_dict
 from training.data import collate, read_labeled
 from training.distill import run_distill
@@ -440,28 +439,6 @@ def _latency_b1(paths: dict[str, Path], texts: list[str], max_length: int) -> di
     return {n: statistics.median(ts) for n, ts in times.items()}
 
 
-@torch.no_grad()
-def sentence_embeddings(path: Path, texts: list[str], max_length: int) -> torch.Tensor:
-    m = model.load(path, head="base")
-    tok = model.Tokenizer.from_dir(path)
-    ids = tok.tokenize_ids(texts)
-    out = []
-    for i in range(0, len(ids), 64):
-        x, mask = collate(ids[i:i + 64], tok.pad_id, max_length)
-        out.append(torch.nn.functional.normalize(mean_pool(m(x, mask), mask), dim=-1))
-    return torch.cat(out)
-
-
-def embedding_agreement(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
-    """Mean cosine of paired embeddings and top-1 neighbour agreement (self excluded)."""
-    cos = (a * b).sum(-1)
-    sa, sb = a @ a.T, b @ b.T
-    sa.fill_diagonal_(-2)
-    sb.fill_diagonal_(-2)
-    agree = (sa.argmax(-1) == sb.argmax(-1)).float().mean().item()
-    return {"mean_cosine": cos.mean().item(), "top1_agreement": agree, "n": a.shape[0]}
-
-
 def _copy(src: Path, dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
@@ -563,16 +540,16 @@ def evaluate(cfg: PipelineConfig, built: Built, data: Data, out: Path) -> dict:
             r["accuracy_ood_mean"] = statistics.mean(v["accuracy"] for d, v in per_domain[n].items()
                                                      if d != IN_DOMAIN)
         models[n] = r
-    emb = {n: sentence_embeddings(p, data.news_heldout, max_length)
+    emb = {n: sentence_embeddings(p, data.news_heldout, max_length, "mean")
            for n, p in (("minilm", fetch("minilm")), ("teacher_embedder", out / "teacher_embedder"),
                         ("student_embedder", out / "student_embedder"), ("teacher", out / "teacher"),
                         ("student", out / "student"))}
     embeddings = {
-        "student_embedder_vs_teacher_embedder": embedding_agreement(emb["student_embedder"], emb["teacher_embedder"]),
-        "teacher_embedder_vs_minilm": embedding_agreement(emb["teacher_embedder"], emb["minilm"]),
+        "student_embedder_vs_teacher_embedder": agreement(emb["student_embedder"], emb["teacher_embedder"]),
+        "teacher_embedder_vs_minilm": agreement(emb["teacher_embedder"], emb["minilm"]),
         # One checkpoint for both tasks? The classifiers' own mean-pooled embeddings, measured.
-        "student_classifier_vs_teacher_classifier": embedding_agreement(emb["student"], emb["teacher"]),
-        "teacher_classifier_vs_minilm": embedding_agreement(emb["teacher"], emb["minilm"]),
+        "student_classifier_vs_teacher_classifier": agreement(emb["student"], emb["teacher"]),
+        "teacher_classifier_vs_minilm": agreement(emb["teacher"], emb["minilm"]),
     }
     # What the student embedder's extra fidelity costs: its size and batch-1 latency beside the teacher's.
     sizes = {n: model.load(out / n) for n in embedders}

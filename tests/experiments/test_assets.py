@@ -122,8 +122,8 @@ def test_our_bert_matches_transformers_on_real_weights(minilm):
 
 
 def test_real_embeddings_behave_like_the_model_card(minilm):
-    from experiments.pipeline import sentence_embeddings
+    from training.compress_embed import sentence_embeddings
 
-    e = sentence_embeddings(minilm, ["cat", "kitten", "stocks"], 64)
+    e = sentence_embeddings(minilm, ["cat", "kitten", "stocks"], 64, "mean")
     cat_kitten, cat_stocks = (e[0] @ e[1]).item(), (e[0] @ e[2]).item()
     assert cat_kitten > cat_stocks + 0.3
