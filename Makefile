@@ -88,11 +88,10 @@ format: install
 # The default teacher and student, the baseline and the embedders, evaluated in domain and out of
 # it; writes artifacts/results.json and artifacts/serve.json (budgeted at 30 minutes on a 2-core CPU; the
 # measured time is in the README, written from results.json).
-# Single-threaded processes: the embedder, which needs no teacher, starts beside it at a lower priority and
-# fills what the teacher, then the student and the baseline (two workers), leave of the 2 cores; the two
-# workers share the student's teacher pass between them.
+# The classifiers are one `python -m training compress` run (teacher, student, baseline) on every core; the
+# embedder, which needs no teacher, trains beside it in a single-threaded process at a lower priority.
 models: install assets
-	$(PY) -m experiments.pipeline --out $(ARTIFACTS) --workers 3 --threads 1
+	$(PY) -m experiments.pipeline --out $(ARTIFACTS) --workers 2
 	$(PY) -m experiments.variants --artifacts $(ARTIFACTS) --json bench/results/variants/variants.json
 	@echo "results: $(ARTIFACTS)/results.json, bench/results/variants/variants.json; 'make docs' publishes them"
 

@@ -1,20 +1,23 @@
 """``make models``: the default teacher and student, built from real weights and data.
 
-  data      movie-review snippets (train/dev/test by id), out-of-domain tweets and NYT editorial
-            snippets (dev/test halves by id, never trained on), news for embeddings
-  teacher   all-MiniLM-L6-v2 in our BERT, fine-tuned on the movie-review train split -> artifacts/teacher
-  students  the default recipe (``Recipe``) and any candidate recipes; task distillation from the
-            teacher; the dev splits (in-domain and out-of-domain halves) choose      -> artifacts/student
-  baseline  the same student initialisation trained on the labels alone              -> artifacts/baseline
-  embedder  a student distilled for sentence embeddings toward all-MiniLM-L6-v2
-            (hidden-state + pooled cosine, no task fine-tuning)                      -> artifacts/student_embedder
-            the teacher's embedder is all-MiniLM-L6-v2 itself                         -> artifacts/teacher_embedder
-  evaluate  test accuracy per domain and retention, CPU latency, embedding agreement -> artifacts/results.json
-  serve     the models and the task each serves                                      -> artifacts/serve.json
+  data         movie-review snippets (train/dev/test by id), out-of-domain tweets and NYT editorial
+               snippets (dev/test halves by id, never trained on), news for embeddings
+  classifiers  ``python -m training compress`` (training/compress.py, the recipe users run on their own
+               data) with base= all-MiniLM-L6-v2 on the movie-review train split, the dev splits of every
+               domain as its dev_file, 2,000 news sentences as its unlabeled_file: it fine-tunes the
+               teacher, distils the 3-layer student and trains the labels-only baseline
+                                                                    -> artifacts/{teacher,student,baseline}
+  embedder     ``python -m training compress task=embed`` toward all-MiniLM-L6-v2 on news sentences
+                                                                    -> artifacts/student_embedder
+               the teacher's embedder is all-MiniLM-L6-v2 itself    -> artifacts/teacher_embedder
+  evaluate     test accuracy per domain and retention, CPU latency, embedding agreement -> artifacts/results.json
+  serve        the models and the task each serves                  -> artifacts/serve.json
 
-Every stage is one function; each training stage is the library's own command config (training/config.py)
-with this experiment's overrides. Test splits are read by ``evaluate`` only. Seeded and reproducible;
-progress bars per step and a log in artifacts/pipeline.log.
+What is specific to the study stays here: the data, the out-of-domain sets, the embedder's corpus, the
+evaluation per domain. ``make ablation`` and ``make candidates`` still train recipe by recipe with the
+library's commands (``Recipe``, ``train_teacher``, ``train_student`` below): they vary what compress fixes.
+Test splits are read by ``evaluate`` only. Seeded and reproducible; a log in artifacts/pipeline.log and
+compress's own in artifacts/work/compress/compress.log.
 
     python -m experiments.pipeline [--out artifacts] [--quick]
 """
@@ -46,11 +49,13 @@ from lab.assets import fetch
 from lab.datasets import LABELS, cut_sentences, load_news, load_ood, load_sentiment, write_atomic, write_splits
 from lab.environment import cpu_model
 from training.augment import perturb
+from training.compress import latency_b1 as compress_latency_b1
+from training.compress import run_compress
 from training.compress_embed import EmbedCompressConfig, agreement, run_compress_embed, sentence_embeddings
-from training.config import DistillConfig, FinetuneConfig, TaskDistillConfig, to_dict
-from training.data import collate, read_labeled
+from training.config import CompressConfig, DistillConfig, FinetuneConfig, TaskDistillConfig, to_dict
+from training.data import read_labeled
 from training.distill import run_distill
-from training.distill_task import merge_teacher_scores, run_distill_task, score_teacher, teacher_pass
+from training.distill_task import run_distill_task
 from training.finetune import run_finetune
 from training.paper import TEMPERATURE
 from training.scoring import classification_metrics, score
@@ -107,11 +112,16 @@ class PipelineConfig:
     out: str = "artifacts"
     seed: int = 42
     threads: int | None = None  # torch threads per worker process (the stages that run alone use every core)
-    workers: int = 1  # processes training the students, the baseline and the embedder at once
-    recipe: Recipe = Recipe()
-    # Extra recipes trained beside the default; the dev score decides which one is served.
-    candidates: dict[str, Recipe] = field(default_factory=dict)
-    # The library's command configs; paths and output folders are filled in per run.
+    workers: int = 1  # 2 or more: the embedder trains in a process of its own beside the classifiers
+    # The classifier stages: the compress command with its defaults (the recipe, Recipe's: alpha 1, perturbed
+    # copies of half the texts, the representation loss toward the teacher, the best epoch on dev kept) and
+    # make models' budget: the 2-epoch teacher at lr 1e-4 the study has used since the ablation (a sweep
+    # would cost 30 minutes' worth of three teachers), short snippets cut at 64 tokens, 3 student layers.
+    classifiers: CompressConfig = field(default_factory=lambda: CompressConfig(
+        max_length=64, student_layers=3, teacher_lr=1e-4, teacher_epochs=2, epochs=3, baseline=True,
+        n_latency=100, progress=False))
+    # The ablation's and make candidates' per-stage commands (Recipe by Recipe); paths and output folders
+    # are filled in per run.
     # Two epochs: on the dev splits the 1-epoch teacher was no better in-domain than the label-only
     # baseline (83.9% against 84.0%), so no student that follows it closely could beat that baseline;
     # and its students kept less of it out of domain unless the labels were dropped (alpha 1).
@@ -123,7 +133,8 @@ class PipelineConfig:
     student: TaskDistillConfig = field(default_factory=lambda: TaskDistillConfig(
         max_length=64, train=_task_train(epochs=3, lr=1e-4)))
     general: DistillConfig = field(default_factory=lambda: DistillConfig(
-        max_length=64, alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=1.0, alpha_pooled_cos=2.0, freeze_embeddings=True,
+        max_length=64, loss=replace(DistillConfig().loss, ce=0.0, mlm=0.0, cos=1.0, pooled_cos=2.0),
+        freeze_embeddings=True,
         train=TrainConfig(max_steps=100, batch_size=32, lr=1e-3, warmup_fraction=0.06, save_every=0,
                           log_every=10)))
     # The student embedder: `python -m training compress task=embed` with its defaults, the recipe chosen on
@@ -143,6 +154,7 @@ def quick(cfg: PipelineConfig) -> PipelineConfig:
     short = {"epochs": 1, "batch_size": 16}
     return replace(
         cfg, limit=200, unlabeled=64, embedder_sentences=200, n_latency=5, n_embed=40,
+        classifiers=replace(cfg.classifiers, teacher_epochs=1, epochs=1, batch_size=16, n_latency=5),
         teacher=replace(cfg.teacher, train=replace(cfg.teacher.train, **short)),
         student=replace(cfg.student, train=replace(cfg.student.train, **short)),
         general=replace(cfg.general, train=replace(cfg.general.train, max_steps=4, batch_size=8)),
@@ -188,6 +200,8 @@ def load_data(cfg: PipelineConfig, work: Path) -> Data:
     write_atomic(files["news_paragraphs"], "\n".join(news["train"]) + "\n")
     write_atomic(files["news_heldout"], "\n".join(news["heldout"][: cfg.n_embed]) + "\n")
     dev = {IN_DOMAIN: sentiment["dev"], **{d: h["dev"] for d, h in ood.items()}}
+    # compress's dev_file: every domain's dev split, as make models has always chosen on them
+    files |= write_splits({"dev_domains": [row for rows in dev.values() for row in rows]}, work / "sentiment")
     test = {IN_DOMAIN: sentiment["test"], **{d: h["test"] for d, h in ood.items()}}
     counts = {"train": len(sentiment["train"]), **{f"dev_{d}": len(v) for d, v in dev.items()},
               **{f"test_{d}": len(v) for d, v in test.items()}, "news_train_paragraphs": len(news["train"]),
@@ -207,12 +221,8 @@ def _train(tc: TrainConfig, out: Path, seed: int, threads: int | None) -> TrainC
 _VOLATILE = ("out_dir", "threads", "progress", "device", "resume", "log_every", "save_every")
 
 
-_VOLATILE_FIELDS = ("teacher_scores",)  # the teacher's pass made elsewhere: checked, then the same rows
-
-
 def _comparable(config: dict) -> dict:
-    return ({k: v for k, v in config.items() if k not in _VOLATILE_FIELDS}
-            | {"train": {k: v for k, v in config["train"].items() if k not in _VOLATILE}})
+    return config | {"train": {k: v for k, v in config["train"].items() if k not in _VOLATILE}}
 
 
 # The configuration fields that name what a run reads: data files, and model folders (a teacher retrained
@@ -288,20 +298,10 @@ def general_distillation(cfg: PipelineConfig, files: Files, work: Path, layers: 
 
 
 def train_student(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, recipe: Recipe, name: str,
-                  seed: int | None = None, teacher_scores: Path | None = None) -> Path:
-    """Task distillation from the teacher with ``recipe`` (labels only when recipe.alpha is 0);
-    ``teacher_scores``: the teacher's pass, already made (``prescore``)."""
+                  seed: int | None = None) -> Path:
+    """Task distillation from the teacher with ``recipe`` (labels only when recipe.alpha is 0)."""
     start = general_distillation(cfg, files, work, recipe.layers) if recipe.general_distillation else None
-    return _run_once(run_distill_task, replace(student_config(cfg, files, work, teacher, recipe, name, seed, start),
-                                               teacher_scores=str(teacher_scores) if teacher_scores else None))
-
-
-def train_then_measure(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, dev: Mapping[str, Rows]
-                       ) -> tuple[Path, dict]:
-    """The label-only baseline (no soft targets, no unlabeled text, no representation loss toward the
-    teacher), then its ``accuracy_by_domain`` on ``dev``, in one worker."""
-    path = train_student(cfg, files, work, teacher, baseline_of(cfg.recipe), "baseline")
-    return path, accuracy_by_domain(path, dev, cfg.student.max_length)
+    return _run_once(run_distill_task, student_config(cfg, files, work, teacher, recipe, name, seed, start))
 
 
 def student_config(cfg: PipelineConfig, files: Files, work: Path, teacher: Path, recipe: Recipe, name: str,
@@ -318,27 +318,6 @@ def student_config(cfg: PipelineConfig, files: Files, work: Path, teacher: Path,
         embed_reference=str({"minilm": minilm, "teacher": teacher}[recipe.embed_toward]) if recipe.alpha_embed > 0
         else None,
         train=_train(cfg.student.train, work / name, seed, cfg.threads))
-
-
-def prescore(pool: ProcessPoolExecutor, cfg: PipelineConfig, files: Files, work: Path, teacher: Path,
-             recipe: Recipe, name: str, shares: int) -> Path | None:
-    """The student's teacher pass (every training and unlabeled text through the teacher, before its
-    first step) split across ``shares`` workers of ``pool``: that pass is on the longest chain, and the
-    workers meet there, so it ends sooner. The rows are the ones the student's own pass would make,
-    bitwise (each batch is computed whole, on as many threads). None where there is nothing to split:
-    a finished run, a pass with per-token states, or none at all."""
-    if recipe.general_distillation or shares < 2:
-        return None
-    scfg = student_config(cfg, files, work, teacher, recipe, name)
-    if teacher_pass(scfg) is None or _finished(scfg):
-        return None
-    parts = [pool.submit(score_teacher, scfg, (k, shares), work / f"{name}.teacher_scores.{k}.pt")
-             for k in range(shares)]
-    paths = [f.result() for f in parts]
-    merged = merge_teacher_scores(paths, work / f"{name}.teacher_scores.pt")
-    for p in paths:
-        p.unlink()
-    return merged
 
 
 def unlabeled_for(recipe: Recipe, files: Files, path: Path, seed: int) -> str | None:
@@ -411,34 +390,6 @@ def select(candidates: dict[str, Path], teacher: Path, dev: Mapping[str, Rows], 
     return max(scores, key=lambda n: scores[n]["score"]), scores
 
 
-@torch.no_grad()
-def latency_b1(paths: dict[str, Path], texts: list[str], max_length: int) -> dict[str, float]:
-    """Median forward ms at batch 1 on one CPU thread, tokenization excluded. The models take turns
-    on each input, so background noise falls on all of them alike."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _latency_b1(paths, texts, max_length)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _latency_b1(paths: dict[str, Path], texts: list[str], max_length: int) -> dict[str, float]:
-    models = {n: model.load(p) for n, p in paths.items()}
-    toks = {n: model.Tokenizer.from_dir(p) for n, p in paths.items()}
-    batches = {n: [collate([x], toks[n].pad_id, max_length) for x in toks[n].tokenize_ids(texts)] for n in paths}
-    for n, m in models.items():
-        for b in batches[n][:5]:
-            m(*b)
-    times: dict[str, list[float]] = {n: [] for n in paths}
-    for i in range(len(texts)):
-        for n, m in models.items():
-            t0 = time.perf_counter()
-            m(*batches[n][i])
-            times[n].append((time.perf_counter() - t0) * 1000)
-    return {n: statistics.median(ts) for n, ts in times.items()}
-
-
 def _copy(src: Path, dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
@@ -453,61 +404,40 @@ class Built:
     student: Path
     baseline: Path
     embedder: Path
-    choice: str
-    dev: dict[str, dict[str, float]]
+    compress: dict  # compress's report: what it chose on dev, its stages and their times
 
 
 EMBEDDER_NICENESS = 10  # a worker at niceness 10 gets about a tenth of a core that a niceness-0 worker wants
 
 
-def build(cfg: PipelineConfig, data: Data, work: Path, step) -> Built:
-    """Every training stage and the dev-split selection. The training stages see the training files
-    only, the selection ``data.dev``; nothing here reads ``data.test``. The students and the baseline need
-    the teacher and are then independent; the embedder needs none. ``cfg.workers`` processes train them.
+def classifier_config(cfg: PipelineConfig, files: Files, work: Path) -> CompressConfig:
+    """The compress command make models runs: base= all-MiniLM-L6-v2 on the movie-review train split."""
+    return replace(cfg.classifiers, base=str(fetch("minilm")), train_file=str(files["train"]),
+                   dev_file=str(files["dev_domains"]), test_file=None, unlabeled_file=str(files["unlabeled"]),
+                   out_dir=str(work / "compress"), seed=cfg.seed, threads=cfg.threads)
 
-    The embedder needs no teacher, so it starts at once, in a process of its own at a lower priority: it
-    takes the core the teacher leaves (two single-threaded processes get more from 2 cores than one process
-    on both), then whatever the students and the baseline leave. It fills idle time instead of slowing the
-    teacher-then-students chain, the longest one; the other ``workers - 1`` processes run that chain, and
-    between the teacher and the default student they share its teacher pass (``prescore``)."""
-    jobs = {"default": (cfg.recipe, "student"),
-            **{n: (r, f"student_{n}") for n, r in cfg.candidates.items()},
-            "baseline": (baseline_of(cfg.recipe), "baseline")}
+
+def build(cfg: PipelineConfig, data: Data, work: Path, step) -> Built:
+    """The classifiers (teacher, student, baseline: one compress run) and the embedder. They see the
+    training files and the dev splits only; nothing here reads ``data.test``.
+
+    With ``cfg.workers`` > 1 the embedder, which needs no teacher, trains in a process of its own at a
+    lower priority, single-threaded: it takes what compress leaves of the cores, then the rest."""
+    ccfg = classifier_config(cfg, data.files, work)
     if cfg.workers > 1:
         spawn = multiprocessing.get_context("spawn")
-        with (ProcessPoolExecutor(1, mp_context=spawn, initializer=os.nice, initargs=(EMBEDDER_NICENESS,)) as side,
-              ProcessPoolExecutor(cfg.workers - 1, mp_context=spawn) as pool):
-            embedder = side.submit(train_embedder, cfg, data.files, work)
-            teacher = pool.submit(train_teacher, cfg, data.files, work, "teacher", cfg.threads).result()
-            step("teacher")
-            scores = prescore(pool, cfg, data.files, work, teacher, cfg.recipe, "student", cfg.workers - 1)
-            futures = {k: pool.submit(train_student, cfg, data.files, work, teacher, r, n,
-                                      teacher_scores=scores if k == "default" else None)
-                       for k, (r, n) in jobs.items() if k != "baseline"}
-            # The baseline and the teacher are measured on dev (select's) by the worker the baseline frees
-            # while the default student, the longest job, still trains.
-            baseline = pool.submit(train_then_measure, cfg, data.files, work, teacher, data.dev)
-            teacher_dev = pool.submit(accuracy_by_domain, teacher, data.dev, cfg.student.max_length)
-            paths = {k: f.result() for k, f in futures.items()} | {"embedder": embedder.result()}
-            paths["baseline"], baseline_dev = baseline.result()
-            if scores:
-                scores.unlink()  # the student's run is exported; a rerun reuses it without these rows
-            measured = {teacher: teacher_dev.result(), paths["baseline"]: baseline_dev}
+        with ProcessPoolExecutor(1, mp_context=spawn, initializer=os.nice, initargs=(EMBEDDER_NICENESS,)) as side:
+            embedder = side.submit(train_embedder, replace(cfg, threads=1), data.files, work)
+            report = run_compress(ccfg)
+            step("classifiers")
+            embedder_path = embedder.result()
     else:
-        teacher = train_teacher(cfg, data.files, work)
-        step("teacher")
-        paths = {k: train_student(cfg, data.files, work, teacher, r, n) for k, (r, n) in jobs.items()}
-        paths["embedder"] = train_embedder(cfg, data.files, work)
-        measured = {}
-    step("students_baseline_embedder")
-    candidates = {k: paths[k] for k in ("default", *cfg.candidates)}
-    choice, dev = select(candidates | {"baseline": paths["baseline"]}, teacher, data.dev, cfg.student.max_length,
-                         measured)
-    if choice == "baseline":  # the baseline is measured on dev too, but is never the student
-        choice = max(candidates, key=lambda n: dev[n]["score"])
-    log.info("dev scores %s: chose %s", {k: round(v["score"], 4) for k, v in dev.items()}, choice)
-    step("select")
-    return Built(teacher, candidates[choice], paths["baseline"], paths["embedder"], choice, dev)
+        report = run_compress(ccfg)
+        step("classifiers")
+        embedder_path = train_embedder(cfg, data.files, work)
+    step("embedder")
+    out = Path(ccfg.out_dir)
+    return Built(out / "teacher", out / "student", out / "baseline", embedder_path, report)
 
 
 def evaluate(cfg: PipelineConfig, built: Built, data: Data, out: Path) -> dict:
@@ -515,12 +445,14 @@ def evaluate(cfg: PipelineConfig, built: Built, data: Data, out: Path) -> dict:
     for name, src in (("teacher", built.teacher), ("student", built.student), ("baseline", built.baseline),
                       ("student_embedder", built.embedder), ("teacher_embedder", fetch("minilm"))):
         _copy(src, out / name)
-    max_length = cfg.student.max_length
+    max_length = cfg.classifiers.max_length
     names = ("teacher", "student", "baseline")
     lat_texts = random.Random(cfg.seed).sample([t for t, _ in data.test[IN_DOMAIN]],
                                                min(cfg.n_latency, len(data.test[IN_DOMAIN])))
     embedders = ("teacher_embedder", "student_embedder")
-    latencies = latency_b1({n: out / n for n in names + embedders}, lat_texts, max_length)
+    tok = model.Tokenizer.from_dir(out / "teacher")  # all five keep all-MiniLM-L6-v2's vocabulary
+    latencies = compress_latency_b1({n: out / n for n in names + embedders}, tok.tokenize_ids(lat_texts), None,
+                                    max_length)
     per_domain = {n: accuracy_by_domain(out / n, data.test, max_length) for n in names}
     models: dict[str, dict] = {}
     for n in names:
@@ -617,7 +549,8 @@ def run(cfg: PipelineConfig) -> dict:
         "config": asdict(cfg),
         "data": data.counts,
         **measured,
-        "selection": {"on": sorted(data.dev), "dev": built.dev, "choice": built.choice},
+        "selection": {"on": sorted(data.dev), "chosen": built.compress["selection"]},
+        "compress": {k: built.compress[k] for k in ("command", "recipe", "data", "stages", "wall_time_s", "summary")},
         "timings_s": timings | {"total": round(time.perf_counter() - t_start, 1), "cpu": round(cpu_seconds(), 1)},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -82,10 +82,7 @@ def markdown(res: dict, noise: dict[str, float] | None = None) -> str:
                      f"| {agree} "
                      f"| {r['latency_ms_b1']:.2f} | {speed} |")
     lines += ["", versus_baseline(res, noise)]
-    sel = res["selection"]
-    lines += ["", "Selection on the dev splits only (" + ", ".join(DOMAINS.get(x, x) for x in sel["on"])
-              + "; score = mean of in-domain and out-of-domain retention): "
-              + ", ".join(f"{k} {v['score']:.4f}" for k, v in sel["dev"].items()) + f" → served **{sel['choice']}**."]
+    lines += ["", selection_line(res)]
     e = res["embeddings"]
     lines += [
         "",
@@ -108,6 +105,26 @@ def markdown(res: dict, noise: dict[str, float] | None = None) -> str:
     lines += ["", "Targets: " + ", ".join(f"{k.replace('_', ' ')} {'✅' if v else '❌'}" for k, v in tg.items()) + ".",
               "", "![accuracy vs latency](docs/accuracy_vs_latency.png)"]
     return "\n".join(lines)
+
+
+def selection_line(res: dict) -> str:
+    """What compress chose on the dev splits (every domain's, pooled), and the command it ran."""
+    sel, c = res["selection"], res["compress"]
+    t, st, b = sel["chosen"]["teacher"], sel["chosen"]["student"], sel["chosen"]["baseline"]
+
+    def kept(x: dict) -> str:
+        k = x["kept"]
+        return f"epoch {k['epoch']:g} of {x['evaluated'][-1]['epoch']:g} (dev {100 * k['accuracy']:.1f}%)"
+
+    extra = c["data"]["extra_text"]
+    return ("The classifiers are one `python -m training compress` run (the recipe users run on their own data; "
+            "[docs/distillation.md](docs/distillation.md)): `" + c["command"].replace(str(Path.cwd()) + "/", "")
+            + "`. It fine-tuned the teacher, distilled the student on the training snippets plus "
+            f"{extra['perturbed_copies']} perturbed copies and {extra['unlabeled']} news sentences scored by the "
+            "teacher, and trained the baseline for as many steps on the labels alone; each kept its best epoch on "
+            "the dev splits (" + ", ".join(DOMAINS.get(x, x) for x in sel["on"]) + ", pooled): teacher at lr "
+            f"{t['lr']:g}, epoch {t['epoch']:g} (dev {100 * t['dev']['accuracy']:.1f}%); student {kept(st)}; "
+            f"baseline {kept(b)}.")
 
 
 def _minutes(res: dict) -> str:

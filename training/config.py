@@ -93,9 +93,6 @@ class TaskDistillConfig:
     # was copied from (the paper's L_cos, here during task distillation, on every text scored).
     alpha_hidden: float = 0.0
     freeze_embeddings: bool = False
-    # The teacher's pass over the texts, already made (``distill_task.score_teacher`` shares, merged and
-    # saved): how it is computed, not what, so it is checked against this run's teacher and texts.
-    teacher_scores: str | None = None
     class_weights: list[float] | None = None  # per label id: weights of the labels' cross-entropy (teacherless)
     train: TrainConfig = field(default_factory=lambda: _task_train("runs/distill-task"))
 

@@ -3,12 +3,10 @@ optionally on extra unlabeled text that only the teacher's soft targets supervis
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
 
 import model
@@ -19,8 +17,8 @@ from .config import TaskDistillConfig
 from .data import read_texts
 from .finetune import dev_accuracy, distill_loss, labeled_ids, train_classifier
 from .init import init_student, layer_map
-from .scoring import logits_and_pooled_of, logits_of, merge_shares, score, teacher_targets
-from .trainer import seed_all, use_threads, weights_digest
+from .scoring import logits_and_pooled_of, logits_of, score, teacher_targets
+from .trainer import seed_all, use_threads
 
 log = logging.getLogger("training")
 
@@ -42,9 +40,6 @@ def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
     # the hidden-state loss, its per-token outputs at the layers the student's were copied from.
     reference_pooled = teacher_states = teacher_logits = None
     if cfg.alpha_hidden > 0:
-        if cfg.teacher_scores:
-            raise ValueError("teacher_scores hold logits and pooled embeddings; the hidden-state loss needs the "
-                             "teacher's per-token states, computed here: leave teacher_scores unset")
         pairs = layer_map(teacher.config.num_layers, student.config.num_layers)
         log.info("hidden-state loss: student layers %s toward teacher layers %s (0-based)",
                  list(range(student.config.num_layers)), pairs)
@@ -53,11 +48,7 @@ def run_distill_task(cfg: TaskDistillConfig) -> dict[str, float]:
         if cfg.alpha_embed > 0 and _toward_teacher(cfg):
             reference_pooled = both[:, len(id2label):]
     elif (fn := teacher_pass(cfg)) is not None:
-        if cfg.teacher_scores:
-            both = load_teacher_scores(cfg.teacher_scores, _fingerprint(teacher, seqs, cfg, fn))
-            log.info("teacher pass: %d rows from %s", len(both), cfg.teacher_scores)
-        else:
-            both = score(teacher, seqs, tok.pad_id, cfg.max_length, fn)  # (N, labels [+ C])
+        both = score(teacher, seqs, tok.pad_id, cfg.max_length, fn)  # (N, labels [+ C])
         teacher_logits = both[:, :len(id2label)]
         if fn is logits_and_pooled_of:
             reference_pooled = both[:, len(id2label):]
@@ -104,44 +95,3 @@ def teacher_pass(cfg: TaskDistillConfig) -> Callable | None:
     if cfg.alpha == 0 and not cfg.unlabeled_file:
         return None
     return logits_of
-
-
-def score_teacher(cfg: TaskDistillConfig, share: tuple[int, int], out: str | Path) -> Path:
-    """One share of the teacher pass ``run_distill_task`` makes for ``cfg`` (``score``'s ``share``),
-    saved at ``out`` for ``merge_teacher_scores``: a pass split across processes, each batch computed as
-    the whole pass computes it."""
-    use_threads(cfg.train.threads)
-    teacher = load_teacher(cfg)
-    tok = model.Tokenizer.from_dir(cfg.teacher)
-    seqs, _ = teacher_inputs(cfg, tok, teacher.config.id2label)
-    fn = teacher_pass(cfg)
-    if fn is None:
-        raise ValueError("this configuration's teacher pass is not a score pass (labels alone, or per-token states)")
-    rows = score(teacher, seqs, tok.pad_id, cfg.max_length, fn, share=share)
-    torch.save({"rows": rows, "fingerprint": _fingerprint(teacher, seqs, cfg, fn)}, out)
-    return Path(out)
-
-
-def merge_teacher_scores(parts: list[str | Path], out: str | Path) -> Path:
-    """Join the shares saved by ``score_teacher`` into the file ``TaskDistillConfig.teacher_scores`` names."""
-    loaded = [torch.load(p, weights_only=True) for p in parts]
-    if len({x["fingerprint"] for x in loaded}) != 1:
-        raise ValueError(f"{[str(p) for p in parts]}: shares of different teachers, texts or passes")
-    torch.save({"rows": merge_shares([x["rows"] for x in loaded]), "fingerprint": loaded[0]["fingerprint"]}, out)
-    return Path(out)
-
-
-def load_teacher_scores(path: str | Path, fingerprint: str) -> torch.Tensor:
-    saved = torch.load(path, weights_only=True)
-    if saved["fingerprint"] != fingerprint:
-        raise ValueError(f"{path}: made by another teacher, on other texts or by another pass than this run's; "
-                         "delete it or leave teacher_scores unset")
-    return saved["rows"]
-
-
-def _fingerprint(teacher: nn.Module, seqs: list[list[int]], cfg: TaskDistillConfig, fn: Callable) -> str:
-    """What the pass's rows are a function of: the teacher's weights, the token ids, the length limit, the pass."""
-    h = hashlib.sha256(f"{weights_digest(teacher)} {cfg.max_length} {fn.__name__}".encode())
-    for s in seqs:
-        h.update(b" ".join(str(t).encode() for t in s) + b"\n")
-    return h.hexdigest()

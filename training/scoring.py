@@ -37,18 +37,12 @@ def _logits_and_pooled(m: nn.Module, last: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def _length_sorted_batches(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length: int, batch_size: int,
-                           share: tuple[int, int] = (0, 1), token_types: list[list[int]] | None = None):
+                           token_types: list[list[int]] | None = None):
     """(indices into seqs, ids, mask) on ``m``'s device, in batches of similar length (less padding);
-    with ``token_types``, (indices, ids, mask, token type ids).
-    ``share`` (k, n): the k-th of n contiguous runs of those batches; each batch is the one the whole
-    pass makes, so shares computed apart give the whole pass's rows bitwise."""
+    with ``token_types``, (indices, ids, mask, token type ids)."""
     device = next(m.parameters()).device
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    k, n = share
-    if not 0 <= k < n:
-        raise ValueError(f"share {share}: want (k, n) with 0 <= k < n")
-    starts = range(0, len(order), batch_size)
-    for i in starts[k * len(starts) // n:(k + 1) * len(starts) // n]:
+    for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         ids, mask = collate([seqs[j] for j in idx], pad_id, max_length)
         if token_types is None:
@@ -81,45 +75,18 @@ def teacher_targets(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length
 @torch.no_grad()
 def score(m: nn.Module, seqs: list[list[int]], pad_id: int, max_length: int,
           fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = logits_of,
-          batch_size: int = 64, share: tuple[int, int] = (0, 1),
-          token_types: list[list[int]] | None = None) -> torch.Tensor:
+          batch_size: int = 64, token_types: list[list[int]] | None = None) -> torch.Tensor:
     """fn's rows for every sequence, in input order, on the CPU (batches sorted by length for speed).
-    With the default fn: a classifier's logits (N, labels). With ``share`` (k, n), only that share of
-    the batches is computed and the other rows are NaN (no column at all if the share got no batch):
-    ``merge_shares`` joins the n parts. ``token_types``: each sequence's segment ids (sentence pairs),
-    passed to fn as a fourth argument."""
+    With the default fn: a classifier's logits (N, labels). ``token_types``: each sequence's segment ids
+    (sentence pairs), passed to fn as a fourth argument."""
     m.eval()
     rows: list[torch.Tensor | None] = [None] * len(seqs)
-    for idx, ids, mask, *types in _length_sorted_batches(m, seqs, pad_id, max_length, batch_size, share,
+    for idx, ids, mask, *types in _length_sorted_batches(m, seqs, pad_id, max_length, batch_size,
                                                          token_types):
         out = (fn(m, ids, mask, *types) if types else fn(m, ids, mask)).float().cpu()
         for j, r in zip(idx, out, strict=True):
             rows[j] = r
-    if share != (0, 1):
-        width = next((r.numel() for r in rows if r is not None), 0)
-        missing = torch.full((width,), float("nan"))
-        rows = [missing if r is None else r for r in rows]
     return torch.stack(rows) if rows else torch.empty(0)
-
-
-def merge_shares(parts: list[torch.Tensor]) -> torch.Tensor:
-    """The whole pass from the n shares of ``score(..., share=(k, n))``: each row from the one part
-    that computed it. A share left without a batch (more shares than batches) computed nothing."""
-    if len({len(p) for p in parts}) != 1:
-        raise ValueError(f"shares of different passes: {[len(p) for p in parts]} rows")
-    parts = [p for p in parts if p.dim() == 2 and p.shape[1] > 0]
-    if not parts:
-        return torch.empty(0)
-    if any(p.shape != parts[0].shape for p in parts):
-        raise ValueError(f"shares of different passes: shapes {[tuple(p.shape) for p in parts]}")
-    done = [~p.isnan().all(dim=1) for p in parts]  # a real row is never all NaN: a non-finite pass fails here
-    count = torch.stack(done).sum(0)
-    if not (count == 1).all():
-        raise ValueError(f"{int((count == 0).sum())} rows computed by no share, {int((count > 1).sum())} by several")
-    out = parts[0].clone()
-    for p, d in zip(parts[1:], done[1:], strict=True):
-        out[d] = p[d]
-    return out
 
 
 def classification_metrics(pred: torch.Tensor, labels: list[int], num_labels: int) -> dict[str, float]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import model
 from tests.fixtures import WORDS, write_tiny
@@ -386,62 +386,6 @@ def test_the_hidden_state_loss_pulls_each_student_layer_toward_its_teacher_layer
             assert hist[-1]["loss_hidden"] < hist[0]["loss_hidden"]
         cos[alpha] = _layer_cosines(model.load(out / "final").eval(), teacher, held, pairs)
     assert all(with_loss > without for with_loss, without in zip(cos[1.0], cos[0.0], strict=True)), cos
-
-
-def test_a_teacher_pass_split_in_shares_is_the_whole_pass_bitwise_and_trains_the_same_student(assets, tmp_path):
-    """make models splits the student's teacher pass across two processes (experiments.pipeline.prescore):
-    the merged shares must be the rows of the pass made in one piece, bit for bit, so the student trained
-    on them is the same; a file made for another teacher, other texts or another length is refused."""
-    import shutil
-
-    from training.config import TaskDistillConfig, TrainConfig
-    from training.scoring import merge_shares, score
-
-    unlabeled = tmp_path / "unlabeled.txt"
-    unlabeled.write_text("\n".join((assets / "corpus.txt").read_text().splitlines()[:70]) + "\n")
-    train_main(["finetune", f"model={assets / 'teacher_base'}", f"train.out_dir={tmp_path / 't'}",
-                f"train_file={assets / 'train.tsv'}", "max_length=32", "train.batch_size=16", "train.progress=false",
-                "train.device=cpu", "train.max_steps=4"])
-    teacher = tmp_path / "t" / "final"
-    cfg = TaskDistillConfig(
-        teacher=str(teacher), train_file=str(assets / "train.tsv"), unlabeled_file=str(unlabeled), max_length=32,
-        alpha=1.0, alpha_embed=1.0, embed_reference=str(teacher),
-        train=TrainConfig(out_dir=str(tmp_path / "whole"), batch_size=16, progress=False, device="cpu", max_steps=4,
-                          threads=1))
-    # 200 labeled + 70 unlabeled texts: 5 batches of 64, split 2 / 3 across the shares.
-    parts = [distill_task.score_teacher(cfg, (k, 2), tmp_path / f"share{k}.pt") for k in range(2)]
-    halves = [torch.load(p)["rows"] for p in parts]
-    assert all(0 < int(h.isnan().all(1).sum()) < len(h) for h in halves)  # each share computed a part
-    merged = distill_task.merge_teacher_scores(parts, tmp_path / "scores.pt")
-
-    t = model.load(teacher)
-    tok = model.Tokenizer.from_dir(teacher)
-    seqs, _ = distill_task.teacher_inputs(cfg, tok, t.config.id2label)
-    whole = score(t, seqs, tok.pad_id, 32, distill_task.logits_and_pooled_of)
-    assert whole.shape == (270, 2 + t.config.hidden_size)
-    assert torch.equal(torch.load(merged)["rows"], whole)
-
-    distill_task.run_distill_task(cfg)
-    distill_task.run_distill_task(dataclasses.replace(cfg, teacher_scores=str(merged), train=dataclasses.replace(
-        cfg.train, out_dir=str(tmp_path / "split"))))
-    a, b = (load_file(str(tmp_path / n / "final" / "model.safetensors")) for n in ("whole", "split"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-    fewer = tmp_path / "fewer.txt"
-    fewer.write_text("\n".join(unlabeled.read_text().splitlines()[:69]) + "\n")
-    shutil.copytree(teacher, tmp_path / "other")  # the same teacher but for one weight
-    weights = load_file(str(teacher / "model.safetensors"))
-    first = sorted(weights)[0]
-    weights[first] = weights[first] + 1e-3
-    save_file(weights, str(tmp_path / "other" / "model.safetensors"))
-    for other in ({"max_length": 24}, {"unlabeled_file": str(fewer)}, {"teacher": str(tmp_path / "other")}):
-        with pytest.raises(ValueError, match="another teacher, on other texts"):
-            distill_task.run_distill_task(dataclasses.replace(cfg, teacher_scores=str(merged), **other))
-    with pytest.raises(ValueError, match="rows computed by no share"):
-        distill_task.merge_teacher_scores(parts[:1] * 2, tmp_path / "bad.pt")
-    # More shares than batches: the shares left without a batch computed nothing.
-    many = [score(t, seqs, tok.pad_id, 32, distill_task.logits_and_pooled_of, share=(k, 8)) for k in range(8)]
-    assert sum(m.shape[1] == 0 for m in many) == 3 and torch.equal(merge_shares(many), whole)
 
 
 def test_bf16_native_autocasts_where_the_cpu_flags_list_bf16_and_an_unknown_amp_is_refused(assets, tmp_path):
