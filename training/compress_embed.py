@@ -37,6 +37,7 @@ from .config import DistillConfig, to_dict
 from .data import collate, read_texts
 from .distill import run_distill
 from .figures import pyplot, save
+from .objective import GeneralWeights
 from .tabular import FORMATS, InputError, dev_bucket, read_table
 from .trainer import TrainConfig, seed_all, use_threads
 
@@ -96,7 +97,7 @@ def embed_recipe(cfg: EmbedCompressConfig, teacher_layers: int, out: Path) -> Di
     kept = layer_map(teacher_layers, n)
     recipe = DistillConfig(
         teacher=cfg.teacher, corpus=str(out / "work" / "corpus.txt"), max_length=cfg.max_length,
-        student_layers=n, layer_map=kept, alpha_ce=0.0, alpha_mlm=0.0, alpha_cos=1.0, alpha_pooled_cos=2.0,
+        student_layers=n, layer_map=kept, loss=GeneralWeights(ce=0.0, mlm=0.0, cos=1.0, pooled_cos=2.0),
         cos_layers=[[i + 1, t + 1] for i, t in enumerate(kept)], freeze_embeddings=True, dropout=0.0,
         train=TrainConfig(max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_fraction=0.06,
                           amp=cfg.amp, save_every=0, log_every=10, out_dir=str(out / "work" / "student"),

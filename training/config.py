@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .paper import ALPHA_CE, ALPHA_COS, ALPHA_MLM, TEMPERATURE
+from .objective import GeneralWeights
+from .paper import TEMPERATURE
 from .trainer import TrainConfig
 
 
@@ -32,18 +33,20 @@ class DistillConfig:
     student_layers: int | None = None  # default: half the teacher's
     layer_map: list[int] | None = None  # default: one layer out of two (0,2,4,7,9,11 for 12 -> 6)
     fold_token_type: bool = False
-    temperature: float = TEMPERATURE
-    alpha_ce: float = ALPHA_CE
-    alpha_mlm: float = ALPHA_MLM
-    alpha_cos: float = ALPHA_COS
-    alpha_pooled_mse: float = 0.0  # MSE on mean-pooled sentence embeddings
-    alpha_pooled_cos: float = 0.0  # 1 - cos on mean-pooled sentence embeddings
+    # The triple loss's weights and T (the paper's by default), as the objective takes them: loss.ce=0 ...
+    loss: GeneralWeights = field(default_factory=GeneralWeights)
     cos_layers: list[list[int]] | None = None  # [[student, teacher], ...] hidden-state indices; default last
     freeze_embeddings: bool = False  # keep the word embeddings copied from the teacher fixed (faster on CPU)
     dropout: float | None = None  # the student's hidden and attention dropout while distilling; None: the teacher's
     mlm_probability: float = 0.15
     mlm_smoothing: float | None = None  # 0.7 as in the authors' script
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4, out_dir="runs/distill"))
+
+
+# Options that moved, old spelling -> new key: an old command line or config file is refused naming the new one.
+MOVED: dict[type, dict[str, str]] = {DistillConfig: {
+    "temperature": "loss.temperature", "alpha_ce": "loss.ce", "alpha_mlm": "loss.mlm", "alpha_cos": "loss.cos",
+    "alpha_pooled_mse": "loss.pooled_mse", "alpha_pooled_cos": "loss.pooled_cos"}}
 
 
 def _task_train(out_dir: str) -> TrainConfig:
@@ -183,6 +186,10 @@ def build(cls: type, values: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
+    moved = {k: MOVED[cls][k] for k in sorted(unknown) if k in MOVED.get(cls, {})}
+    if moved:
+        raise ValueError(f"{cls.__name__} option(s) renamed: " + ", ".join(
+            f"{old}={values[old]} is now {new}={values[old]}" for old, new in moved.items()))
     if unknown:
         raise ValueError(f"unknown {cls.__name__} option(s) {sorted(unknown)}; known: {sorted(names)}")
     defaults = cls()

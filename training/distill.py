@@ -37,23 +37,16 @@ class DistillStudent(nn.Module):
 
 
 def check_distill_weights(cfg: DistillConfig, teacher_has_mlm: bool) -> None:
+    w = cfg.loss
     if not teacher_has_mlm:
-        for name in ("alpha_ce", "alpha_mlm"):
-            if getattr(cfg, name) > 0:
+        for name in ("ce", "mlm"):
+            if getattr(w, name) > 0:
                 raise ValueError(
-                    f"{name}={getattr(cfg, name)} needs a teacher with an MLM head, and {cfg.teacher} has none "
-                    f"(L_ce needs its token logits; L_mlm a student head initialised from it). Set {name}=0 and "
-                    "use alpha_cos / alpha_pooled_cos / alpha_pooled_mse instead")
-    total = cfg.alpha_ce + cfg.alpha_mlm + cfg.alpha_cos + cfg.alpha_pooled_mse + cfg.alpha_pooled_cos
-    if total <= 0:
+                    f"loss.{name}={getattr(w, name)} needs a teacher with an MLM head, and {cfg.teacher} has none "
+                    f"(L_ce needs its token logits; L_mlm a student head initialised from it). Set loss.{name}=0 "
+                    "and use loss.cos / loss.pooled_cos / loss.pooled_mse instead")
+    if w.ce + w.mlm + w.cos + w.pooled_mse + w.pooled_cos <= 0:
         raise ValueError("every loss weight is 0: nothing to train")
-
-
-def weights_of(cfg: DistillConfig) -> objective.GeneralWeights:
-    return objective.GeneralWeights(
-        ce=cfg.alpha_ce, mlm=cfg.alpha_mlm, cos=cfg.alpha_cos, pooled_mse=cfg.alpha_pooled_mse,
-        pooled_cos=cfg.alpha_pooled_cos, temperature=cfg.temperature,
-        layer_pairs=tuple(tuple(p) for p in (cfg.cos_layers or [[-1, -1]])))
 
 
 def run_distill(cfg: DistillConfig) -> dict[str, float]:
@@ -64,7 +57,7 @@ def run_distill(cfg: DistillConfig) -> dict[str, float]:
     teacher_has_mlm = loaded.task == "mlm"
     check_distill_weights(cfg, teacher_has_mlm)
     tok = model.Tokenizer.from_dir(cfg.teacher)
-    use_mlm_head = teacher_has_mlm and (cfg.alpha_ce > 0 or cfg.alpha_mlm > 0)
+    use_mlm_head = teacher_has_mlm and (cfg.loss.ce > 0 or cfg.loss.mlm > 0)
     student = init_student(loaded, task="mlm" if use_mlm_head else "base", num_layers=cfg.student_layers,
                            layers=cfg.layer_map, fold_token_type=cfg.fold_token_type,
                            **({} if cfg.dropout is None else {"hidden_dropout": cfg.dropout,
@@ -89,8 +82,8 @@ def run_distill(cfg: DistillConfig) -> dict[str, float]:
         counts = torch.bincount(torch.tensor([t for s in train_seqs for t in s]), minlength=tok.vocab_size)
         mask_weights = token_weights(counts, cfg.mlm_smoothing)
     special = torch.tensor(sorted(tok.special_ids))
-    weights = weights_of(cfg)
-    do_mask = cfg.alpha_ce > 0 or cfg.alpha_mlm > 0
+    pairs = cfg.cos_layers or objective.LAST_LAYERS
+    do_mask = cfg.loss.ce > 0 or cfg.loss.mlm > 0
 
     def loss_fn(m: nn.Module, batch: Batch, g: torch.Generator):
         ids, mask = batch.tensors["input_ids"], batch.tensors["attention_mask"]
@@ -100,8 +93,8 @@ def run_distill(cfg: DistillConfig) -> dict[str, float]:
             ids, labels = mask_tokens(ids, mask, special, tok.mask_id, tok.vocab_size, masking, g, mask_weights)
         with torch.no_grad():
             t_states = t.encoder.hidden_states(ids, mask)
-            t_out = objective.Outputs(t_states, t.logits(t_states[-1]) if cfg.alpha_ce > 0 else None)
-        return objective.general_distillation(m(ids, mask), t_out, mask, weights, labels)
+            t_out = objective.Outputs(t_states, t.logits(t_states[-1]) if cfg.loss.ce > 0 else None)
+        return objective.general_distillation(m(ids, mask), t_out, mask, cfg.loss, labels, pairs)
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
         return distill_agreement(m.student, teacher.module, eval_seqs, tok.pad_id, cfg.max_length, tr.batch_size)

@@ -5,6 +5,7 @@ total and its named parts out. No models, no devices, no state; the training com
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,8 @@ class Outputs:
 
 @dataclass(frozen=True)
 class GeneralWeights:
-    """Weights of the general-distillation terms (Sanh et al. 2019: L_ce, L_mlm, L_cos)."""
+    """Weights of the general-distillation terms (Sanh et al. 2019: L_ce, L_mlm, L_cos) and the soft
+    targets' temperature: ``DistillConfig.loss``, set from the command line as ``loss.ce=0 loss.cos=1``."""
 
     ce: float = ALPHA_CE
     mlm: float = ALPHA_MLM
@@ -34,22 +36,25 @@ class GeneralWeights:
     pooled_mse: float = 0.0  # MSE on mean-pooled sentence embeddings
     pooled_cos: float = 0.0  # 1 - cos on mean-pooled sentence embeddings
     temperature: float = TEMPERATURE
-    layer_pairs: tuple[tuple[int, int], ...] = ((-1, -1),)  # (student, teacher) hidden-state indices
+
+
+LAST_LAYERS = ((-1, -1),)  # L_cos on the last hidden states of both models
 
 
 def general_distillation(student: Outputs, teacher: Outputs, attention_mask: torch.Tensor, w: GeneralWeights,
-                         mlm_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The weighted sum of the general-distillation terms whose weight is above 0."""
+                         mlm_labels: torch.Tensor | None = None,
+                         layer_pairs: Sequence[Sequence[int]] = LAST_LAYERS) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted sum of the general-distillation terms whose weight is above 0; L_cos averaged over the
+    (student, teacher) hidden-state indices in ``layer_pairs`` (``DistillConfig.cos_layers``)."""
     real = attention_mask.bool()
     terms: dict[str, tuple[float, torch.Tensor]] = {}
     if w.ce > 0:
         terms["loss_ce"] = w.ce, losses.soft_target_kl(student.logits, teacher.logits, w.temperature, real)
     if w.mlm > 0:
         terms["loss_mlm"] = w.mlm, losses.masked_lm(student.logits, mlm_labels)
-    pairs = w.layer_pairs
     if w.cos > 0:
         terms["loss_cos"] = w.cos, sum(losses.hidden_cosine(student.hidden[s], teacher.hidden[t], real)
-                                       for s, t in pairs) / len(pairs)
+                                       for s, t in layer_pairs) / len(layer_pairs)
     if w.pooled_mse > 0 or w.pooled_cos > 0:
         sp, tp = mean_pool(student.hidden[-1], attention_mask), mean_pool(teacher.hidden[-1], attention_mask)
         if w.pooled_mse > 0:

@@ -60,7 +60,7 @@ def test_a_training_run_logged_to_a_file_has_no_redrawn_frames(tmp_path):
     corpus.write_text("\n".join(" ".join(WORDS[i:i + 9]) for i in range(len(WORDS) - 9)) + "\n")
     with open(tmp_path / "log", "w") as log:
         r = subprocess.run([sys.executable, "-m", "training", "distill", f"teacher={teacher}", f"corpus={corpus}",
-                            "alpha_ce=0", "alpha_mlm=0", "max_length=16", "train.max_steps=3", "train.batch_size=4",
+                            "loss.ce=0", "loss.mlm=0", "max_length=16", "train.max_steps=3", "train.batch_size=4",
                             "train.device=cpu", f"train.out_dir={tmp_path / 'run'}", "train.progress=true"],
                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=120)
     text = (tmp_path / "log").read_text()

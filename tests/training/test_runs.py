@@ -100,16 +100,16 @@ def test_export_loads_in_our_code_and_transformers(assets, tmp_path):
     tok = transformers.AutoTokenizer.from_pretrained(final)
     assert tok("the cat")["input_ids"] == model.Tokenizer.from_dir(final).tokenize_ids(["the cat"])[0]
     saved = json.loads((final / "training_config.json").read_text())
-    assert saved["alpha_ce"] == 5.0 and saved["temperature"] == 2.0
+    assert saved["loss"]["ce"] == 5.0 and saved["loss"]["temperature"] == 2.0
 
 
 def test_teacher_without_mlm_head_rejects_ce_and_mlm(assets, tmp_path):
     cfg = load_config(DistillConfig, None, _distill_args(assets, tmp_path, teacher=assets / "teacher_base"))
-    with pytest.raises(ValueError, match="alpha_ce=5.0 needs a teacher with an MLM head"):
+    with pytest.raises(ValueError, match="loss.ce=5.0 needs a teacher with an MLM head"):
         run_distill(cfg)
     cfg = load_config(DistillConfig, None, _distill_args(
-        assets, tmp_path / "ok", teacher=assets / "teacher_base", alpha_ce=0, alpha_mlm=0, alpha_pooled_mse=1,
-        **{"train.max_steps": 3}))
+        assets, tmp_path / "ok", teacher=assets / "teacher_base",
+        **{"loss.ce": 0, "loss.mlm": 0, "loss.pooled_mse": 1, "train.max_steps": 3}))
     run_distill(cfg)
     assert type(model.load(tmp_path / "ok" / "final")).__name__ == "DistilBertModel"
     assert model.read_pooling(tmp_path / "ok" / "final") == "mean"
@@ -165,12 +165,12 @@ def test_resume_refuses_a_checkpoint_that_carries_code(assets, tmp_path):
 
 def test_resume_refuses_another_configuration_naming_the_keys(assets, tmp_path):
     cfg, ck = _checkpointed_run(assets, tmp_path / "run")
-    changed = dataclasses.replace(cfg, alpha_cos=2.0, train=dataclasses.replace(cfg.train, resume=True, lr=1e-4,
-                                                                                threads=1, progress=False))
+    changed = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, cos=2.0),
+                                  train=dataclasses.replace(cfg.train, resume=True, lr=1e-4, threads=1, progress=False))
     with pytest.raises(CheckpointRefused) as err:
         run_distill(changed)
     msg = str(err.value)
-    assert "task.alpha_cos: saved 1.0, now 2.0" in msg and "train.lr: saved 0.003, now 0.0001" in msg
+    assert "task.loss.cos: saved 1.0, now 2.0" in msg and "train.lr: saved 0.003, now 0.0001" in msg
     assert "task.train.lr: saved 0.003, now 0.0001" in msg
     assert "threads" not in msg and "progress" not in msg  # how a run is carried out may change
     # The same configuration (threads and progress aside) resumes from the saved step.
@@ -247,6 +247,16 @@ def test_bad_override_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         train_main(["distill", "nonsense_key=1"])
     assert "unknown DistillConfig option(s) ['nonsense_key']" in capsys.readouterr().err
+
+
+def test_the_old_flat_loss_weights_are_refused_naming_their_nested_keys(capsys):
+    with pytest.raises(SystemExit):
+        train_main(["distill", "alpha_ce=0", "alpha_pooled_cos=1", "temperature=4"])
+    err = capsys.readouterr().err
+    assert "alpha_ce=0 is now loss.ce=0" in err and "alpha_pooled_cos=1 is now loss.pooled_cos=1" in err
+    assert "temperature=4 is now loss.temperature=4" in err
+    cfg = load_config(DistillConfig, None, ["loss.ce=0", "loss.pooled_cos=1", "loss.temperature=4"])
+    assert (cfg.loss.ce, cfg.loss.mlm, cfg.loss.pooled_cos, cfg.loss.temperature) == (0.0, 2.0, 1.0, 4.0)
 
 
 def test_a_run_does_not_depend_on_the_generator_state_it_starts_in(assets, tmp_path):
@@ -396,7 +406,7 @@ def test_bf16_native_autocasts_where_the_cpu_flags_list_bf16_and_an_unknown_amp_
     native = bool(flags & {"avx512_bf16", "amx_tile"})  # what torch's probes (native_bf16) look for
     out = tmp_path / "run"
     run_distill(load_config(DistillConfig, None, _distill_args(assets, out, **{
-        "train.max_steps": 2, "train.amp": "bf16-native", "alpha_ce": 0, "alpha_mlm": 0, "alpha_pooled_cos": 1})))
+        "train.max_steps": 2, "train.amp": "bf16-native", "loss.ce": 0, "loss.mlm": 0, "loss.pooled_cos": 1})))
     assert f"amp {'torch.bfloat16' if native else 'None'}," in (out / "train.log").read_text()
     with pytest.raises(ValueError, match="amp='bf17'"):
         run_distill(load_config(DistillConfig, None, _distill_args(assets, tmp_path / "bad", **{"train.amp": "bf17"})))
