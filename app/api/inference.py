@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_type_hints
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from ..backends import Backend, OutputSpec
@@ -98,11 +98,6 @@ def direct_route(route: Any) -> DirectRoute | None:
         return None
     model = get_type_hints(route.endpoint)["body"]
     return DirectRoute(route.endpoint, model) if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def direct_routes(routes: Iterable[Any]) -> dict[str, DirectRoute]:
-    """POST path -> DirectRoute for every inference route the middleware can call itself."""
-    return {c.path: d for c in iter_route_contexts(routes) if (d := direct_route(c.original_route)) is not None}
 
 
 def inference_router(tag: str) -> APIRouter:
