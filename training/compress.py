@@ -912,8 +912,6 @@ def write_report(run: Run, dirs: dict[str, Path], results: dict, extra: dict, se
                f"agrees with it on {100 * s['teacher_agreement']:.1f}% of {headline}, and runs "
                f"{speed:.2f}x its batch-1 CPU speed")
     warnings = warnings_of(results, p.id2label)
-    if cfg.text_pair_column:
-        warnings.append("the service (serve.json) takes single texts: it does not pass sentence pairs as two segments")
     for w in warnings:
         log.warning("%s", w)
     recipe = {k: getattr(cfg, k) for k in ("alpha", "temperature", "perturbed", "alpha_embed", "epochs", "lr",
