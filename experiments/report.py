@@ -47,8 +47,11 @@ def versus_baseline(res: dict, noise: dict[str, float] | None) -> str:
     s, b = res["models"]["student"], res["models"]["baseline"]
     gaps = {"accuracy_movies": s["accuracy"] - b["accuracy"],
             "accuracy_ood_mean": s["accuracy_ood_mean"] - b["accuracy_ood_mean"]}
+    per_set = [d for d in s["domains"] if d != "movies"]
     text = (f"Student minus baseline: {100 * gaps['accuracy_movies']:+.1f} points in-domain, "
-            f"{100 * gaps['accuracy_ood_mean']:+.1f} out-of-domain")
+            f"{100 * gaps['accuracy_ood_mean']:+.1f} out-of-domain ("
+            + ", ".join(f"{DOMAINS.get(d, d)} {100 * (s['domains'][d]['accuracy'] - b['domains'][d]['accuracy']):+.1f}"
+                        for d in per_set) + ")")
     if noise is None:
         return text + " (no docs/ablation.json: seed noise unknown)."
     beyond = all(gaps[k] > noise[k] for k in gaps)

@@ -117,11 +117,15 @@ def test_the_student_baseline_gap_is_held_to_the_ablations_seed_noise():
 
     noise = seed_noise({"rows": [row([1, 2, 3], 0.005, 0.018), row([1], 0.0, 0.0), row([1, 2, 3], 0.003, 0.012)]})
     assert noise == {"accuracy_movies": 0.005, "accuracy_ood_mean": 0.018}
-    res = {"models": {"student": {"accuracy": 0.85, "accuracy_ood_mean": 0.70},
-                      "baseline": {"accuracy": 0.84, "accuracy_ood_mean": 0.69}}}
+    domains = {"movies": {"accuracy": 0.85}, "tweets": {"accuracy": 0.66}, "nyt": {"accuracy": 0.74}}
+    res = {"models": {"student": {"accuracy": 0.85, "accuracy_ood_mean": 0.70, "domains": domains},
+                      "baseline": {"accuracy": 0.84, "accuracy_ood_mean": 0.69,
+                                   "domains": domains | {"tweets": {"accuracy": 0.61}, "nyt": {"accuracy": 0.75}}}}}
     assert "not above it on both ❌" in versus_baseline(res, noise)  # +1.0 in-domain, but +1.0 < 1.8 out of it
     res["models"]["baseline"]["accuracy_ood_mean"] = 0.67
-    assert "above it on both ✅" in versus_baseline(res, noise) and "+3.0 out-of-domain" in versus_baseline(res, noise)
+    text = versus_baseline(res, noise)
+    assert "above it on both ✅" in text and "+3.0 out-of-domain" in text
+    assert "(tweets +5.0, NYT editorials -1.0)" in text  # each out-of-domain set, not only their mean
 
 
 def test_every_full_budget_candidate_is_an_ablation_row_and_the_committed_scores_match_them():
