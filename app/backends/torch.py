@@ -7,23 +7,12 @@ from pathlib import Path
 import torch
 
 import model
+from model.quantize import quantize_int8
 
 from ..settings import ModelSpec
 from .base import Backend, OutputSpec, check_vocabulary, postprocess, token_type_ids
 
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
-
-
-def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
-    """torch.ao dynamic quantization: every Linear's weights int8 per output channel, activations
-    quantised per batch at run time (CPU only). For users without onnxruntime."""
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the quantized-tensor deprecation notes of torch 2.13
-        return quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 class TorchBackend(Backend):
