@@ -117,9 +117,11 @@ class PipelineConfig:
     # copies of half the texts, the representation loss toward the teacher, the best epoch on dev kept) and
     # make models' budget: the 2-epoch teacher at lr 1e-4 the study has used since the ablation (a sweep
     # would cost 30 minutes' worth of three teachers), short snippets cut at 64 tokens, 3 student layers.
+    # variants=False: make models measures the served variants itself, on every domain and the embedders too
+    # (experiments/variants.py, the last step), with the same budget.
     classifiers: CompressConfig = field(default_factory=lambda: CompressConfig(
         max_length=64, student_layers=3, teacher_lr=1e-4, teacher_epochs=2, epochs=3, baseline=True,
-        n_latency=100, progress=False))
+        n_latency=100, variants=False, progress=False))
     # The ablation's and make candidates' per-stage commands (Recipe by Recipe); paths and output folders
     # are filled in per run.
     # Two epochs: on the dev splits the 1-epoch teacher was no better in-domain than the label-only

@@ -18,6 +18,10 @@ from) are the same as the finished run's in out_dir:
             as the student (the same budget), its best epoch on dev kept         -> out_dir/baseline
   evaluate  per split: accuracy, macro and per-label F1, agreement with the teacher, retention;
             batch-1 CPU latency, parameters  -> report.json, report.md, accuracy_latency.png, serve.json
+  variants  variants=true (the default): the teacher and the student as the service can run them (torch
+            fp32, torch int8, ONNX Runtime fp32 and int8: training/variants.py) on the headline split (test,
+            else dev): accuracy, macro-F1, agreement with the model's own fp32; batch-1 CPU latency on
+            evaluate's texts. The fastest within 1.0 point of its fp32's accuracy is what serve.json serves
 
 Where the defaults come from: the student's recipe is ``experiments.pipeline.Recipe`` (chosen on dev splits
 by ``make ablation`` and ``make candidates``: docs/ablation.md), lr 1e-4, batch 32, warm-up 6%. What
@@ -51,6 +55,7 @@ from torch import nn
 import model
 from model.device import resolve_device
 
+from . import variants
 from .augment import perturbed_copies
 from .checkpoints import classifier_from, export
 from .config import CompressConfig, FinetuneConfig, TaskDistillConfig, to_dict
@@ -92,6 +97,7 @@ _STAGE_OPTIONS = {
     # the student's optimizer steps, hence what sets them
     "baseline": (*_DATA_OPTIONS, "student_layers", "epochs", "lr", "class_weight", "perturbed", "max_unlabeled"),
     "evaluate": (*_DATA_OPTIONS, "n_latency"),
+    "variants": (*_DATA_OPTIONS, "n_latency"),
 }
 # Budgets fitted to the data's size: each training stage runs at least this many optimizer steps (more
 # epochs on small data), within [MIN, MAX] epochs; on dev, each keeps its best epoch. Chosen on the
@@ -383,10 +389,15 @@ def run_compress(cfg: CompressConfig) -> dict:
         digests = {n: model_digest(p) for n, p in dirs.items()}
         measured = run.stage("evaluate", run.key("evaluate", **digests), run.out / "report.json",
                              lambda: {"results": evaluate(run, dirs)})
+        served = None
+        if cfg.variants:
+            served = run.stage("variants", run.key("variants", teacher=digests["teacher"], student=digests["student"],
+                                                   exporter=variants.exporter_versions()),
+                               run.out / "report.json", lambda: {"variants": measure_variants(run, dirs)})["variants"]
         selection = {n: r["selection"] | ({"steps": r["steps"]} if "steps" in r else {})
                      for n, r in records.items()}
         report = write_report(run, dirs, measured["results"], records["student"].get("extra", {}), selection,
-                              round(time.perf_counter() - t_start, 1))
+                              round(time.perf_counter() - t_start, 1), served)
         log.info("done in %.1f s: %s", time.perf_counter() - t_start, report["summary"])
         return report
     finally:
@@ -477,8 +488,12 @@ def plan_budget(run: Run) -> dict:
              "student": student, "baseline": student if cfg.baseline else 0}
     probe = _probe(run)
     n_eval = sum(len(prep.tables[s]) for s in SPLITS if s in prep.tables) * (3 if cfg.baseline else 2)
+    n_b1 = cfg.n_latency * (3 if cfg.baseline else 2)
+    if cfg.variants:  # four variants of the teacher and of the student on the headline split, and timed
+        n_eval += len(prep.tables["test" if "test" in prep.tables else "dev"]) * 2 * len(variants.VARIANTS)
+        n_b1 += cfg.n_latency * 2 * len(variants.VARIANTS)
     fixed = probe["s_per_score_batch"] * (math.ceil((n_train + copies + n_unl) / 64) + math.ceil(n_eval / 64))
-    fixed += cfg.n_latency * probe["s_per_forward_b1"] * (3 if cfg.baseline else 2) + probe["seconds"]
+    fixed += n_b1 * probe["s_per_forward_b1"] + probe["seconds"]
     train_s = (steps["teacher"] * probe["s_per_step_teacher"]
                + (steps["student"] + steps["baseline"]) * probe["s_per_step_student"])
     budget_s = cfg.budget_minutes * 60 * 0.9  # a tenth kept for loading, exporting and the unforeseen
@@ -870,22 +885,63 @@ def latency_b1(dirs: dict[str, Path], ids: list[list[int]], types: list[list[int
             b = collate([x], pad, max_length)
             t = collate([types[i]], 0, max_length)[0] if types is not None else None
             batches.append((*b, t))
-        times: dict[str, list[float]] = {n: [] for n in models}
 
         def forward(m: nn.Module, x, mask, t) -> None:
             m.logits(m.encoder(x, mask, t)) if t is not None and has_types(m) else m(x, mask)
 
-        for m in models.values():
-            for b in batches[:3]:
-                forward(m, *b)
-        for b in batches:
-            for n, m in models.items():
-                t0 = time.perf_counter()
-                forward(m, *b)
-                times[n].append((time.perf_counter() - t0) * 1000)
-        return {n: statistics.median(ts) if ts else float("nan") for n, ts in times.items()}
+        return variants.take_turns({n: (lambda b, m=m: forward(m, *b)) for n, m in models.items()}, batches)
     finally:
         torch.set_num_threads(threads)
+
+
+def measure_variants(run: Run, dirs: dict[str, Path]) -> dict:
+    """The teacher's and the student's variants (training/variants.py) on the headline split, whole: accuracy,
+    macro-F1, agreement with the model's own fp32 predictions and the largest logit difference to them;
+    batch-1 latency on one CPU thread on evaluate's dev texts, a model's variants taking turns. Chosen per
+    model: the fastest within the budget."""
+    cfg, p = run.cfg, run.prep
+    split = "test" if "test" in p.tables else "dev"
+    n_lat = min(cfg.n_latency, len(p.ids["dev"]))
+    lat_types = p.types["dev"][:n_lat] if p.types["dev"] is not None else None
+    out: dict = {"split": split, "n": len(p.ids[split]), "budget": {"max_accuracy_loss": variants.MAX_ACCURACY_LOSS},
+                 "reference": variants.REFERENCE, "latency_texts": n_lat,
+                 "latency": f"median of {n_lat} dev texts, one CPU thread", "models": {}, "skipped": {}, "chosen": {}}
+    for n in ("teacher", "student"):
+        t0 = time.perf_counter()
+        types_too = p.types[split] is not None and has_types(model.load(dirs[n]))
+        log.info("variants: %s: %s on the %d %s rows (ONNX exports cached in %s)", n,
+                 ", ".join(variants.name(*bp) for bp in variants.VARIANTS), len(p.ids[split]), split, dirs[n] / "onnx")
+        found, skipped = variants.load(dirs[n], types_too)
+        for v, why in skipped.items():
+            log.info("variants: %s %s not measured: %s", n, v, why)
+        types = p.types[split] if types_too else None
+        logits = {v.name: variants.logits(v.forward(threads=torch.get_num_threads()), p.ids[split], types,
+                                          p.tok.pad_id, cfg.max_length) for v in found}
+        latency = variants.latency_b1(found, p.ids["dev"][:n_lat], lat_types if types_too else None, p.tok.pad_id,
+                                      cfg.max_length)
+        ref = logits[variants.REFERENCE]
+        rows: dict[str, dict] = {}
+        for v in found:  # the reference first
+            pred = logits[v.name].argmax(-1)
+            m = label_metrics(pred.tolist(), p.labels[split], p.id2label)
+            r = rows[v.name] = {
+                "backend": v.backend, "precision": v.precision, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                "agreement_with_fp32": (pred == ref.argmax(-1)).float().mean().item(),
+                "max_abs_logit_diff": (logits[v.name] - ref).abs().max().item(),
+                "latency_ms_b1": latency[v.name], "speedup_b1": latency[variants.REFERENCE] / latency[v.name]}
+            fp32 = rows[variants.REFERENCE]
+            r["within_budget"] = variants.within_budget(r["accuracy"], fp32["accuracy"])
+            if v.export is not None:
+                r |= {"export": str(v.export.path), "sha256": v.sha256}
+            log.info("variants: %s %s: %s accuracy %.1f%% (fp32 %.1f%%), agreement with fp32 %.1f%%, batch-1 "
+                     "%.2f ms (fp32 %.2f ms)%s", n, v.name, split, 100 * r["accuracy"], 100 * fp32["accuracy"],
+                     100 * r["agreement_with_fp32"], r["latency_ms_b1"], fp32["latency_ms_b1"],
+                     "" if r["within_budget"] else ", over the budget")
+        out["models"][n], out["skipped"][n] = rows, skipped
+        out["chosen"][n] = variants.choose(rows)
+        log.info("variants: %s serves %s, the fastest within %.1f point of its fp32's accuracy (%.0f s)", n,
+                 out["chosen"][n], 100 * variants.MAX_ACCURACY_LOSS, time.perf_counter() - t0)
+    return out
 
 
 # -- the report ----------------------------------------------------------------------------------------
@@ -902,7 +958,7 @@ def warnings_of(results: dict, id2label: dict[int, str]) -> list[str]:
 
 
 def write_report(run: Run, dirs: dict[str, Path], results: dict, extra: dict, selection: dict,
-                 wall_s: float) -> dict:
+                 wall_s: float, served: dict | None = None) -> dict:
     cfg, p = run.cfg, run.prep
     headline = "test" if "test" in results["splits"] else "dev"
     s = results["splits"][headline]["student"]
@@ -941,22 +997,30 @@ def write_report(run: Run, dirs: dict[str, Path], results: dict, extra: dict, se
         "wall_time_s": wall_s,
         "device": str(run.device),
         "latency": f"median of {results['latency_texts']} dev texts, batch 1, one CPU thread, tokenization excluded",
+        "variants": served,  # None: variants=false
     }
     out = run.out
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown(report))
     plot(report, out / PLOT)
-    (out / "serve.json").write_text(json.dumps(serve_config(dirs, cfg.max_length), indent=2) + "\n")
+    (out / "serve.json").write_text(json.dumps(serve_config(dirs, cfg.max_length, served), indent=2) + "\n")
     (out / "student" / "README.md").write_text(model_card(report))
     return report
 
 
-def serve_config(dirs: dict[str, Path], max_length: int) -> dict:
+def serve_config(dirs: dict[str, Path], max_length: int, served: dict | None = None) -> dict:
     """What ``python -m app --config out_dir/serve.json`` serves: teacher and student side by side
-    (``POST /compare``), the baseline beside them."""
+    (``POST /compare``), the baseline beside them. With the variants measured, the teacher and the student
+    each as its chosen variant (backend, precision, an ONNX export's SHA-256), on the CPU they were chosen on
+    when one of them is not torch fp32 (int8 runs on the CPU only)."""
     roles = {"student": "student", "teacher": "teacher", "baseline": "other"}
-    return {"models": [{"name": n, "path": str(Path(d).resolve()), "role": roles[n], "task": "classify",
-                        "max_length": max_length} for n, d in sorted(dirs.items(), key=lambda kv: kv[0] != "student")]}
+    models = [{"name": n, "path": str(Path(d).resolve()), "role": roles[n], "task": "classify",
+               "max_length": max_length} for n, d in sorted(dirs.items(), key=lambda kv: kv[0] != "student")]
+    chosen = (served or {}).get("chosen", {})
+    for entry in models:
+        if entry["name"] in chosen:
+            entry |= variants.serve_entry(*chosen[entry["name"]].split(), Path(entry["path"]))
+    return ({"device": "cpu"} if any(c != variants.REFERENCE for c in chosen.values()) else {}) | {"models": models}
 
 
 def _pct(x: float) -> str:
@@ -984,6 +1048,8 @@ def markdown(r: dict) -> str:
                 f"{m['per_label'][lab]['f1']:.3f} ({m['per_label'][lab]['support']})" if lab in m["per_label"]
                 else "-" for lab in labels) + " |")
         lines.append("")
+    if r.get("variants"):
+        lines += variants.markdown(r["variants"])
     if r["warnings"]:
         lines += ["## Warnings", "", *[f"- {w}" for w in r["warnings"]], ""]
     d = r["data"]

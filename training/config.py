@@ -144,6 +144,9 @@ class CompressConfig:
     device: str = "auto"
     threads: int | None = None
     n_latency: int = 100  # dev texts timed at batch 1 on the CPU
+    # The teacher's and the student's int8 and ONNX variants measured (training/variants.py), the fastest
+    # within 1.0 point of its fp32's accuracy served by serve.json
+    variants: bool = True
     progress: bool = True
 
 

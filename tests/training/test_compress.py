@@ -1,6 +1,7 @@
 """``python -m training compress`` end to end on tiny checkpoints and tiny tables: binary, multi-class with
 names and ids, sentence pairs, base= (the teacher fine-tuned first), resume, every bad input refused
-before training, Hugging Face loading of the outputs, and serve.json served by a real ``python -m app``."""
+before training, Hugging Face loading of the outputs, the int8/ONNX variants judged by the budget, and
+serve.json (the chosen variants) served by a real ``python -m app``."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from training.augment import perturb, perturbed_copies
 from training.compress import run_compress
 from training.config import CompressConfig, load_config
 from training.tabular import dev_bucket
+from training.variants import MAX_ACCURACY_LOSS
 
 ROOT = Path(__file__).resolve().parents[2]
 POS, NEG = ["great", "good", "loved", "fine"], ["bad", "terrible", "awful", "hated"]
@@ -117,6 +119,63 @@ def test_binary_end_to_end_report_and_outputs(binary):
     assert not (out / "teacher").exists()  # teacher= is served from where it is
     saved = json.loads((out / "student" / "training_config.json").read_text())
     assert saved["alpha"] == 1.0 and saved["alpha_embed"] == 1.0 and saved["embed_reference"]
+
+
+def test_variants_are_judged_by_the_budget_and_the_chosen_one_is_served(binary):
+    from app.settings import load_settings
+    from model.checkpoint import file_sha256
+
+    root, out, _ = binary
+    report = json.loads((out / "report.json").read_text())
+    v = report["variants"]
+    assert report["stages"]["variants"]["ran"] and v["split"] == "test" and v["n"] == 40  # the headline split, whole
+    assert v["budget"] == {"max_accuracy_loss": MAX_ACCURACY_LOSS} == {"max_accuracy_loss": 0.01}
+    serve = {m["name"]: m for m in json.loads((out / "serve.json").read_text())["models"]}
+    for name in ("teacher", "student"):
+        rows = v["models"][name]
+        assert list(rows) == ["torch fp32", "torch int8", "onnx fp32", "onnx int8"] and not v["skipped"][name]
+        for r in rows.values():
+            assert 0 <= r["agreement_with_fp32"] <= 1 and 0 <= r["accuracy"] <= 1 and r["latency_ms_b1"] > 0
+        fp32 = rows["torch fp32"]
+        assert fp32["agreement_with_fp32"] == 1.0 and fp32["max_abs_logit_diff"] == 0.0 and fp32["within_budget"]
+        assert fp32["accuracy"] == pytest.approx(report["splits"]["test"][name]["accuracy"])  # evaluate's number
+        assert rows["onnx fp32"]["max_abs_logit_diff"] <= 1e-4  # ONNX Runtime computes what torch does
+        for r in rows.values():
+            assert r["within_budget"] == (fp32["accuracy"] - r["accuracy"] <= MAX_ACCURACY_LOSS + 1e-12)
+        chosen = rows[v["chosen"][name]]
+        assert chosen["within_budget"]
+        assert chosen["latency_ms_b1"] == min(r["latency_ms_b1"] for r in rows.values() if r["within_budget"])
+        entry = serve[name]
+        assert (entry["backend"], entry["precision"]) == (chosen["backend"], chosen["precision"])
+        if chosen["backend"] == "onnx":  # the digest the service checks: the export's that was measured
+            assert entry["sha256"] == chosen["sha256"] == file_sha256(Path(chosen["export"]))
+        else:
+            assert "sha256" not in entry
+    assert "backend" not in serve["baseline"]  # not measured: served as it always was
+    settings = load_settings(out / "serve.json")  # what `python -m app --config out/serve.json` loads
+    assert {m.name: (m.backend, m.precision) for m in settings.models if m.name != "baseline"} == {
+        n: tuple(v["chosen"][n].split()) for n in ("teacher", "student")}
+    md = (out / "report.md").read_text()
+    assert "## Served variants (test, 40 rows)" in md and md.count("**(served)**") == 2
+    assert "variants: teacher serves" in (out / "compress.log").read_text()
+
+
+def test_the_onnx_fp32_variant_computes_torch_fp32s_logits(binary):
+    from training import variants
+
+    root, out, rows = binary
+    for path in (root / "teacher", out / "student"):
+        found, skipped = variants.load(path, token_types=False)
+        by_name = {x.name: x for x in found}
+        assert not skipped and list(by_name) == ["torch fp32", "torch int8", "onnx fp32", "onnx int8"]
+        tok = model.Tokenizer.from_dir(path)
+        ids = tok.tokenize_ids([t for t, _ in rows[:6]])
+        torch_fp32 = variants.logits(by_name["torch fp32"].forward(), ids, None, tok.pad_id, 32)
+        onnx_fp32 = variants.logits(by_name["onnx fp32"].forward(), ids, None, tok.pad_id, 32)
+        x, mask = tok.pad(ids, 32).input_ids, tok.pad(ids, 32).attention_mask
+        with torch.no_grad():
+            assert torch.allclose(torch_fp32, model.load(path)(x, mask), atol=1e-6)  # our module as it is
+        assert torch_fp32.shape == (6, 2) and (onnx_fp32 - torch_fp32).abs().max() <= 1e-4
 
 
 def test_outputs_load_in_transformers_with_our_logits(binary):
@@ -211,6 +270,16 @@ def test_sentence_pairs_reach_the_teacher_with_token_types(tmp_path):
     assert report["splits"]["dev"]["teacher"]["accuracy"] == pytest.approx(accuracy)
     # The service takes pairs as /classify inputs [text, text_pair] (tests/app): serve.json needs no caveat.
     assert report["data"]["sentence_pairs"] and not report["warnings"]
+    # ...except on ONNX, whose graph takes no token type ids: the BERT teacher has no ONNX variant, and says
+    # why; the DistilBERT student reads none, so it has all four.
+    v = report["variants"]
+    assert list(v["models"]["teacher"]) == ["torch fp32", "torch int8"]
+    assert set(v["skipped"]["teacher"]) == {"onnx fp32", "onnx int8"}
+    assert all("token type ids" in why for why in v["skipped"]["teacher"].values())
+    assert list(v["models"]["student"]) == ["torch fp32", "torch int8", "onnx fp32", "onnx int8"]
+    serve = {m["name"]: m for m in json.loads((tmp_path / "out" / "serve.json").read_text())["models"]}
+    assert serve["teacher"]["backend"] == "torch"
+    assert "teacher onnx fp32: not measured: the ONNX export takes" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_a_distilbert_teacher_saved_by_transformers(tmp_path):
@@ -366,6 +435,9 @@ def test_serve_json_serves_teacher_and_student_side_by_side(binary, tmp_path):
         assert body["teacher"]["model"] == "teacher" and body["student"]["model"] == "student"
         assert 0 <= body["label_agreement"] <= 1 and len(body["student"]["predictions"]) == 2
         assert {p["label"] for p in body["student"]["predictions"][0]} == {"negative", "positive"}
+        chosen = json.loads((out / "report.json").read_text())["variants"]["chosen"]
+        served = {m["name"]: f"{m['backend']} {m['precision']}" for m in httpx.get(f"{base}/info").json()["models"]}
+        assert {n: served[n] for n in chosen} == chosen  # each as the variant the budget chose
     finally:
         proc.kill()
         proc.wait(30)
@@ -439,6 +511,16 @@ def test_the_teacher_sweep_keeps_its_best_run_and_the_baseline_gets_the_students
     md = (tmp_path / "out" / "report.md").read_text()
     assert "## Chosen on dev" in md and "| teacher (kept) |" in md
     assert not list((tmp_path / "out" / "work").glob("**/checkpoint.pt"))
+
+
+def test_variants_false_measures_none_and_serves_the_service_default(tmp_path):
+    write_tsv(tmp_path / "train.tsv", sentiment_rows(60, 13))
+    teacher = write_tiny(tmp_path / "teacher", "bert", "classification", seed=1, layers=2, max_pos=64)
+    report = compress(teacher=teacher, train_file=tmp_path / "train.tsv", out_dir=tmp_path / "out", variants="false")
+    assert report["variants"] is None and "variants" not in report["stages"]
+    serve = json.loads((tmp_path / "out" / "serve.json").read_text())
+    assert "device" not in serve and not any("backend" in m for m in serve["models"])
+    assert not (teacher / "onnx").exists() and "Served variants" not in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_epochs_left_to_the_data_are_filled_in(tmp_path):
