@@ -33,6 +33,12 @@ rarest. The evidence, on several tasks: docs/compress.md (``python -m experiment
 The report (report.md) says what was chosen and each label's F1, and warns when a model never predicts
 a label the split has. Every input problem is an ``InputError`` (a
 ValueError) raised before the first training step (``prepare``).
+
+Under ``torchrun --nproc_per_node=N -m training compress ...`` every process reads and checks the data and
+trains each training stage (the Trainer's DDP: batch_size stays the batch of one optimizer step, split
+across the processes, so the recipe is the same); rank 0 alone evaluates on dev and keeps the best epoch,
+publishes, evaluates, measures the variants and writes the records, the report and the log, and the
+others wait for what it decided (``Ranks``).
 """
 
 from __future__ import annotations
@@ -42,14 +48,19 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 import model
@@ -76,7 +87,7 @@ from .tabular import (
     resolve_labels,
     split_dev,
 )
-from .trainer import TrainConfig, seed_all, use_threads
+from .trainer import TrainConfig, init_distributed, seed_all, use_threads
 
 log = logging.getLogger("compress")  # not under "training": the Trainer points that logger at its own file
 SPLITS = ("dev", "test")
@@ -256,14 +267,64 @@ def model_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+# -- the processes -----------------------------------------------------------------------------------
+WAIT = timedelta(hours=24)  # how long the other ranks wait for rank 0 (evaluation, variants: not NCCL's 10 min)
+
+
+@dataclass
+class Ranks:
+    """This process's place under torchrun. Every rank trains (the Trainer wraps the model in DDP and
+    shards the batches); rank 0 alone writes, and what it decides or reads reaches the others through
+    ``share``, which also makes them wait until it is done. Alone: rank 0 of 1, and nothing to wait for."""
+
+    rank: int = 0
+    world: int = 1
+    local: int = 0
+    group: Any = None  # gloo, whatever the training's backend: objects stay on the CPU, and a long timeout
+    started: bool = False  # the process group was begun here, so it is ended here
+
+    @classmethod
+    def join(cls, device: str) -> Ranks:
+        """The process group torchrun set up (the Trainer's ``init_distributed``: NCCL on CUDA, gloo on the
+        CPU), joined once before anything is read; (0, 1, 0) outside torchrun."""
+        begun = dist.is_available() and dist.is_initialized()
+        rank, world, local = init_distributed(device)
+        if world == 1:
+            return cls()
+        return cls(rank, world, local, dist.new_group(backend="gloo", timeout=WAIT), not begun)
+
+    @property
+    def backend(self) -> str | None:
+        return dist.get_backend() if self.world > 1 else None
+
+    def share(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (plain data: it travels pickled)."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def on_rank0(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` on rank 0 alone (a write, a decision), its result on every rank once it has returned."""
+        return self.share(fn() if self.rank == 0 else None)
+
+    def close(self) -> None:
+        if self.started:
+            dist.destroy_process_group()
+
+
 # -- the run -----------------------------------------------------------------------------------------
 class Run:
     """One ``compress`` invocation in ``out_dir``: its stages, each run or skipped, and their records."""
 
-    def __init__(self, cfg: CompressConfig, prep: Prepared, command: str = "") -> None:
+    def __init__(self, cfg: CompressConfig, prep: Prepared, command: str = "", ranks: Ranks | None = None) -> None:
         self.cfg, self.prep, self.command = cfg, prep, command
+        self.ranks = ranks or Ranks()
         self.out = Path(cfg.out_dir)
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, self.ranks.local if self.ranks.world > 1 else None)
+        if self.device.type == "cuda" and self.ranks.world > 1:
+            torch.cuda.set_device(self.device)  # this process's GPU, for every tensor made on "cuda"
         self.stages: dict[str, dict] = {}
         self.resuming: dict[str, bool] = {}
 
@@ -272,24 +333,44 @@ class Run:
         options = {o: getattr(self.cfg, o) for o in _STAGE_OPTIONS[stage]}
         payload = {"stage": stage, "options": options, "data": self.prep.digests, "upstream": upstream,
                    "plan": self.plan_for(stage)}
+        if stage in TRAINING_STAGES and self.ranks.world > 1:
+            # Another split of the batch (and checkpoints the Trainer will not resume into): trained again.
+            # Absent alone, so the records of single-process runs stay valid.
+            payload["world_size"] = self.ranks.world
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
     def stage(self, name: str, key: str, output: Path, fn) -> dict:
+        """The stage's record when its key is the finished run's (skipped), else ``fn()`` run and recorded.
+        Under torchrun rank 0 decides the skip and writes the record; a training stage's ``fn`` runs on
+        every rank (its result is the same on each: what was chosen on dev comes from rank 0), any other
+        stage's on rank 0 alone while the others wait."""
         record = self.out / STAGE_DIR / f"{name}.json"
-        if record.is_file() and output.exists():
-            saved = json.loads(record.read_text())
-            if saved["key"] == key:
-                log.info("%s: skipped, its inputs are byte for byte the finished run's (%s)", name, output)
-                self.stages[name] = {"ran": False, "seconds": saved["seconds"]}
-                return saved
-        record.unlink(missing_ok=True)
+
+        def finished() -> dict | None:
+            if record.is_file() and output.exists():
+                saved = json.loads(record.read_text())
+                if saved["key"] == key:
+                    return saved
+            record.unlink(missing_ok=True)
+            return None
+
+        saved = self.ranks.on_rank0(finished)
+        if saved is not None:
+            log.info("%s: skipped, its inputs are byte for byte the finished run's (%s)", name, output)
+            self.stages[name] = {"ran": False, "seconds": saved["seconds"]}
+            return saved
         if name in TRAINING_STAGES:
-            self.begin(name, key)
+            self.resuming[name] = self.ranks.on_rank0(lambda: self.begin(name, key))
         t0 = time.perf_counter()
-        result = fn() or {}
-        saved = {"key": key, "seconds": round(time.perf_counter() - t0, 1), **result}
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(saved, indent=1) + "\n")
+        result = (fn() if name in TRAINING_STAGES else self.ranks.on_rank0(fn)) or {}
+
+        def keep() -> dict:
+            saved = {"key": key, "seconds": round(time.perf_counter() - t0, 1), **result}
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(saved, indent=1) + "\n")
+            return saved
+
+        saved = self.ranks.on_rank0(keep)
         self.stages[name] = {"ran": True, "seconds": saved["seconds"]}
         return saved
 
@@ -305,34 +386,39 @@ class Run:
         cfg = self.cfg
         steps = steps or self.plan.get(f"{name}_steps") or cfg.max_steps
         return replace(FinetuneConfig().train, out_dir=str(self.out / "work" / name), epochs=epochs, lr=lr,
-                       max_steps=steps, batch_size=cfg.batch_size, warmup_fraction=cfg.warmup_fraction,
+                       max_steps=steps, batch_size=cfg.batch_size // self.ranks.world,  # per process
+                       warmup_fraction=cfg.warmup_fraction,
                        save_every=SAVE_EVERY, log_every=10, eval_every=eval_every, seed=cfg.seed, device=cfg.device,
                        threads=cfg.threads, progress=cfg.progress,
                        resume=self.resuming.get(name.split("/")[0], False))
 
     def publish(self, name: str, source: str = "best") -> Path:
         """The stage's kept model (``source`` under work/<name>: the best epoch on dev) moved to
-        out_dir/<name>; its checkpoints (optimizer state included) removed."""
+        out_dir/<name>; its checkpoints (optimizer state included) removed. By rank 0; every rank returns
+        once it is there."""
         run_dir, dest = self.out / "work" / name, self.out / name
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.move(str(run_dir / source), str(dest))
-        for ck in run_dir.glob("**/checkpoint.pt"):
-            ck.unlink()
+
+        def move() -> None:
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.move(str(run_dir / source), str(dest))
+            for ck in run_dir.glob("**/checkpoint.pt"):
+                ck.unlink()
+
+        self.ranks.on_rank0(move)
         return dest
 
-    def begin(self, name: str, key: str) -> None:
-        """A stopped stage with the same inputs continues from its checkpoint (out_dir/work/<name>); any
-        other starts from scratch there."""
+    def begin(self, name: str, key: str) -> bool:
+        """A stopped stage with the same inputs continues from its checkpoint (out_dir/work/<name>): True;
+        any other starts from scratch there: False."""
         run_dir = self.out / "work" / name
         pending = run_dir / "stage_key"
         if pending.is_file() and pending.read_text() == key and (run_dir / "checkpoint.pt").is_file():
             log.info("%s: continuing the stopped run from %s", name, run_dir / "checkpoint.pt")
-            self.resuming[name] = True
-            return
+            return True
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
         pending.write_text(key)
-        self.resuming[name] = False
+        return False
 
     def dev_eval(self, types_too: bool):
         p = self.prep
@@ -355,21 +441,29 @@ def run_compress(cfg: CompressConfig) -> dict:
     """The command: checks, stages (each skipped when its inputs are unchanged), report. Returns the report."""
     t_start = time.perf_counter()
     out = Path(cfg.out_dir) if cfg.out_dir else None
-    handlers = _open_log(out)
+    ranks = Ranks.join(cfg.device)
+    handlers = _open_log(out, ranks.rank)
     try:
         use_threads(cfg.threads)
         seed_all(cfg.seed)
-        command = command_line(cfg)  # as typed, before the defaults that depend on the teacher are filled in
+        # as typed, before the defaults that depend on the teacher are filled in
+        command = command_line(cfg, ranks.world)
         log.info("compress: %s", command)
+        if ranks.world > 1:
+            log.info("torchrun: %d processes (DDP, %s), each training on %d of the %d texts of every batch; rank 0 "
+                     "evaluates and writes", ranks.world, ranks.backend, cfg.batch_size // ranks.world,
+                     cfg.batch_size)
         try:
+            _check_world(cfg, ranks.world)
             prep = prepare(cfg)
         except InputError as e:
             log.error("nothing trained: %s", e)
             raise
         cfg = replace(cfg, max_length=prep.max_length, **fitted(cfg, prep))
         _log_data(cfg, prep)
-        run = Run(cfg, prep, command)
-        run.plan = plan_budget(run)
+        run = Run(cfg, prep, command, ranks)
+        # rank 0's plan (under DDP its probe still times one process on whole batches)
+        run.plan = ranks.on_rank0(lambda: plan_budget(run))
         teacher_dir = prep.source
         records = {}  # each training stage's record: what it chose on dev
         if cfg.base:
@@ -396,24 +490,36 @@ def run_compress(cfg: CompressConfig) -> dict:
                                run.out / "report.json", lambda: {"variants": measure_variants(run, dirs)})["variants"]
         selection = {n: r["selection"] | ({"steps": r["steps"]} if "steps" in r else {})
                      for n, r in records.items()}
-        report = write_report(run, dirs, measured["results"], records["student"].get("extra", {}), selection,
-                              round(time.perf_counter() - t_start, 1), served)
+        report = ranks.on_rank0(lambda: write_report(run, dirs, measured["results"],
+                                                     records["student"].get("extra", {}), selection,
+                                                     round(time.perf_counter() - t_start, 1), served))
         log.info("done in %.1f s: %s", time.perf_counter() - t_start, report["summary"])
         return report
     finally:
         for h in handlers:
             log.removeHandler(h)
             h.close()
+        ranks.close()
 
 
-def _open_log(out: Path | None) -> list[logging.Handler]:
-    """Progress on stderr and a readable log in out_dir/compress.log (appended: one block per run)."""
+def _check_world(cfg: CompressConfig, world: int) -> None:
+    if cfg.batch_size % world:
+        raise InputError(f"batch_size={cfg.batch_size} is the batch of one optimizer step, split across the {world} "
+                         f"processes torchrun started: want a multiple of {world}")
+
+
+def _open_log(out: Path | None, rank: int = 0) -> list[logging.Handler]:
+    """Progress on stderr and a readable log in out_dir/compress.log (appended: one block per run). Under
+    torchrun rank 0's; the other ranks print their errors alone (their warnings would be rank 0's again)."""
     log.setLevel(logging.INFO)
     log.propagate = False
     to_stderr = logging.StreamHandler(sys.stderr)
-    to_stderr.setFormatter(logging.Formatter("[compress] %(message)s"))
+    to_stderr.setFormatter(logging.Formatter("[compress] %(message)s" if rank == 0 else
+                                             f"[compress rank {rank}] %(message)s"))
     handlers: list[logging.Handler] = [to_stderr]
-    if out is not None:
+    if rank:
+        to_stderr.setLevel(logging.ERROR)
+    elif out is not None:
         out.mkdir(parents=True, exist_ok=True)
         to_file = logging.FileHandler(out / "compress.log")
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -423,12 +529,18 @@ def _open_log(out: Path | None) -> list[logging.Handler]:
     return handlers
 
 
-def command_line(cfg: CompressConfig) -> str:
-    """The command with the options that differ from the defaults (what a reader would type again)."""
+def command_line(cfg: CompressConfig, world: int = 1) -> str:
+    """The command with the options that differ from the defaults (what a reader would type again), under
+    torchrun with its process count."""
     default = CompressConfig()
     parts = [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)
              if getattr(cfg, f.name) != getattr(default, f.name)]
-    return "python -m training compress " + " ".join(parts)
+    launcher = "python"
+    if world > 1:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        nodes = f"--nnodes={world // per_node} " if per_node < world else ""
+        launcher = f"torchrun {nodes}--nproc_per_node={per_node}"
+    return f"{launcher} -m training compress " + " ".join(parts)
 
 
 def _log_data(cfg: CompressConfig, prep: Prepared) -> None:
@@ -640,11 +752,12 @@ def eval_points(total_steps: int, per_epoch: int) -> list[int]:
 class Selector:
     """The dev evaluation a Trainer runs after every epoch: each result is recorded (selection.json) and the
     best-scoring model so far is kept, exported in ``best_dir`` (early stopping that trains on: the later
-    epochs' models are not kept). ``points``: the steps the Trainer evaluates at, in order."""
+    epochs' models are not kept). ``points``: the steps the Trainer evaluates at, in order. Under torchrun
+    the Trainer evaluates on rank 0 alone, on the whole dev split: rank 0 decides, ``summary`` tells all."""
 
     def __init__(self, run: Run, best_dir: Path, export_cfg, pooling_from: str, types_too: bool,
                  points: list[int], per_epoch: int) -> None:
-        self.evaluate, self.tok = run.dev_eval(types_too), run.prep.tok
+        self.evaluate, self.tok, self.ranks = run.dev_eval(types_too), run.prep.tok, run.ranks
         self.best_dir, self.cfg, self.pooling_from = best_dir, export_cfg, pooling_from
         self.points, self.per_epoch = points, per_epoch
         self.record = best_dir.parent / "selection.json"
@@ -673,8 +786,9 @@ class Selector:
         return res
 
     def summary(self) -> dict:
-        best = pick_best(self.history)
-        return {"kept": best, "evaluated": self.history, "steps": self.points[-1]}
+        """The kept evaluation and every one, on every rank (rank 0's: the one that evaluated)."""
+        return self.ranks.on_rank0(lambda: {"kept": pick_best(self.history), "evaluated": self.history,
+                                            "steps": self.points[-1]})
 
 
 # -- the training stages -----------------------------------------------------------------------------
@@ -714,10 +828,12 @@ def _train_teacher(run: Run) -> dict:
     def once(lr: float, what: str, stop_at: int | None, resume: bool) -> dict:
         """A round of one rate, its record kept (a stopped command does not train it again)."""
         record = run.out / "work" / f"teacher/lr{lr:g}" / f"{what}.json"
-        if record.is_file():
-            return json.loads(record.read_text())
-        result = train(lr, stop_at, resume)
-        record.write_text(json.dumps(result, indent=1) + "\n")
+        done = run.ranks.on_rank0(lambda: json.loads(record.read_text()) if record.is_file() else None)
+        if done is not None:
+            return done
+        result = train(lr, stop_at, resume)  # the same on every rank: the Selector's summary is rank 0's
+        if run.ranks.rank == 0:
+            record.write_text(json.dumps(result, indent=1) + "\n")
         log.info("teacher lr %g (%s): dev %s at epoch %g", lr, what, _scores(result["kept"]), result["kept"]["epoch"])
         return result
 
@@ -996,6 +1112,9 @@ def write_report(run: Run, dirs: dict[str, Path], results: dict, extra: dict, se
         "stages": run.stages,
         "wall_time_s": wall_s,
         "device": str(run.device),
+        # torchrun: the processes that trained (DDP), each on its share of every batch_size batch
+        "distributed": {"world_size": run.ranks.world, "ddp": run.ranks.world > 1, "backend": run.ranks.backend,
+                        "batch_per_process": cfg.batch_size // run.ranks.world},
         "latency": f"median of {results['latency_texts']} dev texts, batch 1, one CPU thread, tokenization excluded",
         "variants": served,  # None: variants=false
     }
@@ -1057,9 +1176,11 @@ def markdown(r: dict) -> str:
               f"- extra text scored by the teacher: {d['extra_text']}",
               f"- cut by max_length: {d['cut_by_max_length']}"]
     lines += [f"- {o}: `{f['path']}` (sha256 {f['sha256'][:12]})" for o, f in d["files"].items()]
+    dist_ = r.get("distributed") or {}
+    ddp = f", {dist_['world_size']} processes (DDP, {dist_['backend']})" if dist_.get("ddp") else ""
     lines += ["", *selection_markdown(r.get("selection", {})), "## Recipe and budget", "", f"- recipe: {r['recipe']}",
               f"- budget: {r['budget']}",
-              f"- stages: {r['stages']}", f"- wall time of this run: {r['wall_time_s']} s on {r['device']}",
+              f"- stages: {r['stages']}", f"- wall time of this run: {r['wall_time_s']} s on {r['device']}{ddp}",
               f"- latency: {r['latency']}", "", f"![accuracy vs latency]({PLOT})", ""]
     return "\n".join(lines)
 

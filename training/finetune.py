@@ -17,7 +17,7 @@ from .checkpoints import ClassifierOutputs, classifier_from, embedding_reference
 from .config import FinetuneConfig, TaskDistillConfig, to_dict
 from .data import Labeled, SequenceData, TokenStates, read_labeled
 from .scoring import classification_metrics, pooled_of, score
-from .trainer import Trainer, seed_all, use_threads
+from .trainer import Trainer, distributed, seed_all, use_threads
 
 
 def labeled_ids(tok: model.Tokenizer, path: str, cfg, id2label=None) -> tuple[Labeled, list[list[int]]]:
@@ -54,6 +54,7 @@ def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, to
     ``clf``'s layers pair with, in order (one per student layer), for the hidden-state loss.
     ``token_types``: each sequence's segment ids (sentence pairs), for a BERT-family ``clf``."""
     tr = cfg.train
+    device = resolve_device(tr.device, distributed()[2])  # the Trainer's: this process's GPU under torchrun
     maybe_freeze_embeddings(clf, cfg.freeze_embeddings)
     per_sequence = {}
     if teacher_logits is not None:
@@ -61,7 +62,7 @@ def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, to
     if reference_pooled is not None and loss.alpha_embed > 0:
         per_sequence["reference_pooled"] = reference_pooled
     elif (reference := embedding_reference(cfg.embed_reference, loss.alpha_embed)) is not None:
-        reference.to(resolve_device(tr.device))
+        reference.to(device)
         per_sequence["reference_pooled"] = score(reference, seqs, tok.pad_id, cfg.max_length, pooled_of,
                                                  token_types=token_types)
         del reference
@@ -72,7 +73,7 @@ def train_classifier(cfg: FinetuneConfig | TaskDistillConfig, clf: nn.Module, to
     data = SequenceData(seqs, labels, tok.pad_id, cfg.max_length, tr.batch_size, tr.seed, per_sequence, per_token,
                         token_types)
     weights = loss.class_weights
-    weights = torch.tensor(weights, dtype=torch.float32, device=resolve_device(tr.device)) if weights else None
+    weights = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
 
     def loss_fn(m, batch, g):
         t = batch.tensors

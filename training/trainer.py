@@ -91,6 +91,15 @@ def distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
+def init_distributed(device: str = "auto") -> tuple[int, int, int]:
+    """Join torchrun's process group, once per process (NCCL on CUDA, gloo on the CPU); (rank, world size,
+    local rank). Alone, nothing to join: (0, 1, 0)."""
+    rank, world, local = distributed()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and device != "cpu" else "gloo")
+    return rank, world, local
+
+
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and LayerNorm parameters (as BERT and DistilBERT train)."""
     decay, no_decay = [], []
@@ -149,9 +158,7 @@ class Trainer:
                  export_fn: Callable[[nn.Module], None] | None = None,
                  extra_config: dict | None = None) -> None:
         self.cfg = cfg
-        self.rank, self.world, local = distributed()
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+        self.rank, self.world, local = init_distributed(cfg.device)
         self.device = resolve_device(cfg.device, local)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -399,4 +406,4 @@ def use_threads(threads: int | None) -> None:
 
 
 __all__ = ["Batch", "CheckpointRefused", "Trainer", "TrainConfig", "TrainState", "atomic_save", "check_same_config",
-           "distributed", "linear_schedule", "param_groups", "seed_all", "use_threads"]
+           "distributed", "init_distributed", "linear_schedule", "param_groups", "seed_all", "use_threads"]
