@@ -28,8 +28,11 @@ def _inproc(data: dict, model: str, profile: str, c: int) -> dict | None:
 
 
 def roles(data: dict) -> dict[str, str]:
+    """{role: model name} of the classifiers the sweep measured: a served configuration has a teacher and a
+    student per task (serve.json's embedders share the roles), and /classify is what the sweep is about."""
+    measured = {x["level"]["model"] for x in data["results"] if x["level"]["endpoint"] == "/classify"}
     models = data["environment"].get("service", {}).get("models", [])
-    return {m["role"]: m["name"] for m in models if m["role"] in ("teacher", "student")}
+    return {m["role"]: m["name"] for m in models if m["role"] in ("teacher", "student") and m["name"] in measured}
 
 
 def summary(data: dict) -> dict:

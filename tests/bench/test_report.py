@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bench import model_speed
-from bench.report import long_inputs
+from bench.report import long_inputs, roles
 
 
 def _level(model: str, c: int, inputs_per_s: float, profile: str = "long") -> dict:
@@ -54,3 +54,13 @@ def test_accuracy_rows_read_make_models_results_where_the_teacher_has_no_retenti
     del models["student"]["retention"], models["student"]["accuracy_ood_mean"]  # an older results file
     rows = accuracy_rows(models)
     assert rows[0].endswith("| 0.970 |") and len(rows) == 2
+
+
+def test_roles_are_the_measured_classifiers_when_the_embedders_share_the_roles():
+    """A served configuration (artifacts/serve.json) has a student and a teacher per task: the sweep's
+    teacher and student are the classifiers it measured, not whichever model of the role came last."""
+    models = [{"role": "student", "name": "student"}, {"role": "teacher", "name": "teacher"},
+              {"role": "student", "name": "student-embedder"}, {"role": "teacher", "name": "teacher-embedder"}]
+    data = {"environment": {"service": {"models": models}},
+            "results": [_level("student", 1, 100.0, "short"), _level("teacher", 1, 50.0, "short")]}
+    assert roles(data) == {"student": "student", "teacher": "teacher"}
