@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_type_hints
@@ -13,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.convertors import StringConvertor
 
 from ..backends import Backend, OutputSpec
 from ..core.errors import ClientDisconnected
@@ -79,25 +81,47 @@ class DirectRoute:
     """An inference route the middleware calls itself for a JSON body: the endpoint and its body
     model, without Starlette's routing, FastAPI's dependency solving and its exception stack (two
     fifths of the event loop's time per small request). The route stays registered: the OpenAPI
-    schema, and any request the middleware does not take (another content type), go through FastAPI."""
+    schema, and any request the middleware does not take (another content type), go through FastAPI.
 
-    endpoint: Callable[[Any, Request], Awaitable[Response]]
-    body: type[BaseModel]
+    An endpoint without a body model (``body`` None: V2 infer) takes the route's path parameters by
+    name and reads the raw body from its request, as FastAPI would call it."""
 
-    async def __call__(self, body: BaseModel, request: Request) -> Response:
-        require_key(request)  # as InferenceRoute's handler does: the route's own layer
-        return await self.endpoint(body, request)
+    endpoint: Callable[..., Awaitable[Response]]
+    body: type[BaseModel] | None
+    path: re.Pattern[str] | None = None  # with body None: the route's regex; its named groups are the parameters
+
+    async def __call__(self, body: bytes, scope, receive) -> Response:
+        """The endpoint's answer; pydantic's ValidationError for a body its model refuses."""
+        if self.body is not None:
+            parsed = self.body.model_validate_json(body)
+            request = Request(scope, receive)
+            require_key(request)  # as InferenceRoute's handler does: the route's own layer
+            return await self.endpoint(parsed, request)
+        request = _ReadRequest(scope, receive, body)
+        require_key(request)
+        match = self.path.match(scope["path"]) if self.path is not None else None
+        params = match.groupdict() if match is not None else {}
+        scope["path_params"] = params  # as Starlette's route sets them (its str convertor is the identity)
+        return await self.endpoint(**params, request=request)
 
 
 def direct_route(route: Any) -> DirectRoute | None:
-    """The DirectRoute of an inference route whose endpoint is ``(body, request)`` with a pydantic body
-    and POST as its one method; None for any other route."""
+    """The DirectRoute of an inference route with POST as its one method whose endpoint is ``(body, request)``
+    with a pydantic body, or ``(*path parameters, request)`` with str parameters; None for any other route."""
     if not isinstance(route, InferenceRoute) or route.methods != {"POST"}:
         return None
-    if list(inspect.signature(route.endpoint).parameters) != ["body", "request"]:
+    names = list(inspect.signature(route.endpoint).parameters)
+    if names == ["body", "request"]:
+        model = get_type_hints(route.endpoint)["body"]
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return DirectRoute(route.endpoint, model)
         return None
-    model = get_type_hints(route.endpoint)["body"]
-    return DirectRoute(route.endpoint, model) if isinstance(model, type) and issubclass(model, BaseModel) else None
+    convertors = route.param_convertors
+    if (convertors and names == [*convertors, "request"]
+            and all(isinstance(c, StringConvertor) for c in convertors.values())
+            and all(get_type_hints(route.endpoint).get(n) is str for n in convertors)):
+        return DirectRoute(route.endpoint, None, route.path_regex)
+    return None
 
 
 def inference_router(tag: str) -> APIRouter:

@@ -16,7 +16,7 @@ import re
 import time
 import uuid
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from ..core.errors import ClientDisconnected, ServiceError, TooManyInputs, Unavailable
@@ -137,10 +137,10 @@ class RequestContext:
     @staticmethod
     async def _call_direct(route: DirectRoute, scope, receive, body: bytes, record: RequestRecord):
         """The route's endpoint on the body parsed and validated in one pass (pydantic-core's JSON
-        parser), its errors answered as FastAPI's handlers answer them (app/api/errors.py)."""
+        parser), or on the raw body (V2 infer), its errors answered as FastAPI's handlers answer them
+        (app/api/errors.py)."""
         try:
-            parsed = route.body.model_validate_json(body)
-            return await route(parsed, Request(scope, receive))
+            return await route(body, scope, receive)
         except ValidationError as e:
             return render_validation(e.errors(include_url=False, include_context=False, include_input=False),
                                      record)

@@ -10,6 +10,7 @@ import pytest
 
 DIRECT = {"content-type": "application/json"}
 FASTAPI = {"content-type": "application/json; charset=utf-8"}
+V2 = "/v2/models/student/infer"
 
 GOOD = [
     ("/classify", {"inputs": ["a fine film", "dull"], "model": "student"}),
@@ -17,6 +18,9 @@ GOOD = [
     ("/embed", {"inputs": ["one", "two three"], "normalize": False, "pooling": "cls"}),
     ("/v1/embeddings", {"input": ["one", "two"], "model": "student", "encoding_format": "base64"}),
     ("/compare", {"inputs": ["good", "bad"], "task": "classify"}),
+    (V2, {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a fine film", "dull"]}]}),
+    (V2, {"id": "7", "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["one"]}],
+          "outputs": [{"name": "embedding"}], "parameters": {"pooling": "cls", "normalize": False}}),
 ]
 BAD = [
     ("/classify", {"inputs": []}),
@@ -30,8 +34,13 @@ BAD = [
     ("/v1/embeddings", {"input": "x", "model": "student", "dimensions": 7}),
     ("/v1/embeddings", {"input": "x"}),
     ("/compare", {"inputs": "x", "task": "nothing"}),
+    (V2, {"inputs": []}),
+    (V2, {"inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]}),
+    (V2, {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["x"]}], "outputs": [{"name": "no"}]}),
+    ("/v2/models/missing/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}),
 ]
-RAW_BAD = [("/classify", b"{not json"), ("/embed", b'{"inputs": "ab\\ud800cd"}'), ("/embed", b"[" * 3000 + b"]" * 3000)]
+RAW_BAD = [("/classify", b"{not json"), (V2, b"{not json"), ("/embed", b'{"inputs": "ab\\ud800cd"}'),
+           ("/embed", b"[" * 3000 + b"]" * 3000)]
 
 
 def _both(client, path: str, content: bytes):
@@ -95,7 +104,7 @@ def test_every_inference_route_is_called_directly(client):
     table = RouteTable(client.app.routes)
     posts = {c.path for c in iter_route_contexts(client.app.routes)
              if "POST" in (getattr(c.original_route, "methods", None) or ())}
-    # An inference route whose endpoint reads the raw body (not one pydantic model) stays with FastAPI.
-    assert "/v2/models/{name}/infer" in posts and table.resolve("POST", "/v2/models/m/infer").direct is None
-    assert {p for p in posts if table.resolve("POST", p).direct is not None} == {
-        "/classify", "/embed", "/v1/embeddings", "/compare", "/rerank", "/tokenize"}
+    # V2 infer's endpoint takes its path parameter and reads the raw body: direct too, by any model name.
+    assert table.resolve("POST", "/v2/models/m/infer").direct is not None
+    assert {p for p in posts if table.resolve("POST", p.replace("{name}", "m")).direct is not None} == {
+        "/classify", "/embed", "/v1/embeddings", "/compare", "/rerank", "/tokenize", "/v2/models/{name}/infer"}
