@@ -86,8 +86,8 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 # The default teacher and student, the baseline and the embedders, evaluated in domain and out of
-# it; writes artifacts/results.json and artifacts/serve.json (budgeted at 30 minutes on a 2-core CPU; the
-# measured time is in the README, written from results.json).
+# it; writes artifacts/results.json and artifacts/serve.json (the target is 30 minutes on a 2-core CPU;
+# the measured time is in the README, written from results.json).
 # The classifiers are one `python -m training compress` run (teacher, student, baseline) on every core; the
 # embedder, which needs no teacher, trains beside it in a single-threaded process at a lower priority.
 models: install assets
