@@ -990,24 +990,15 @@ def evaluate(run: Run, dirs: dict[str, Path]) -> dict:
 def latency_b1(dirs: dict[str, Path], ids: list[list[int]], types: list[list[int]] | None,
                max_length: int) -> dict[str, float]:
     """Median forward ms at batch 1 on one CPU thread, tokenization excluded; the models take turns on
-    each input, so background load falls on all of them alike (``experiments.pipeline.latency_b1``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        models = {n: model.load(d) for n, d in dirs.items()}
-        pad = model.Tokenizer.from_dir(next(iter(dirs.values()))).pad_id
-        batches = []
-        for i, x in enumerate(ids):
-            b = collate([x], pad, max_length)
-            t = collate([types[i]], 0, max_length)[0] if types is not None else None
-            batches.append((*b, t))
+    each input, so background load falls on all of them alike (make models times its five models with it)."""
+    models = {n: model.load(d) for n, d in dirs.items()}
+    pad = model.Tokenizer.from_dir(next(iter(dirs.values()))).pad_id
 
-        def forward(m: nn.Module, x, mask, t) -> None:
-            m.logits(m.encoder(x, mask, t)) if t is not None and has_types(m) else m(x, mask)
+    def forward(m: nn.Module, x, mask, t) -> None:
+        m.logits(m.encoder(x, mask, t)) if t is not None and has_types(m) else m(x, mask)
 
-        return variants.take_turns({n: (lambda b, m=m: forward(m, *b)) for n, m in models.items()}, batches)
-    finally:
-        torch.set_num_threads(threads)
+    return variants.time_b1({n: (lambda b, m=m: forward(m, *b)) for n, m in models.items()},
+                            variants.batches_b1(ids, types, pad, max_length))
 
 
 def measure_variants(run: Run, dirs: dict[str, Path]) -> dict:

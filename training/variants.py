@@ -155,20 +155,27 @@ def take_turns(calls: dict[str, Callable[[X], object]], inputs: Sequence[X], war
     return {n: statistics.median(ts) if ts else float("nan") for n, ts in times.items()}
 
 
-def latency_b1(variants: list[Variant], ids: list[list[int]], types: list[list[int]] | None, pad_id: int,
-               max_length: int) -> dict[str, float]:
-    """Median forward ms at batch 1 on one CPU thread, tokenization excluded, the variants taking turns."""
-    batches = []
-    for i, x in enumerate(ids):
-        b = collate([x], pad_id, max_length)
-        batches.append((*b, collate([types[i]], 0, max_length)[0] if types is not None else None))
+def batches_b1(ids: list[list[int]], types: list[list[int]] | None, pad_id: int, max_length: int) -> list[tuple]:
+    """(ids, mask, token types or None) of each sequence alone: the inputs of a batch-1 timing."""
+    return [(*collate([x], pad_id, max_length), collate([types[i]], 0, max_length)[0] if types is not None else None)
+            for i, x in enumerate(ids)]
+
+
+def time_b1(calls: dict[str, Callable[[tuple], object]], batches: list[tuple]) -> dict[str, float]:
+    """``take_turns`` on one CPU thread (a served model's per-request cost), the thread count restored after."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        calls = {v.name: (lambda b, f=v.forward(threads=1): f(*b)) for v in variants}
         return take_turns(calls, batches)
     finally:
         torch.set_num_threads(threads)
+
+
+def latency_b1(variants: list[Variant], ids: list[list[int]], types: list[list[int]] | None, pad_id: int,
+               max_length: int) -> dict[str, float]:
+    """Median forward ms at batch 1 on one CPU thread, tokenization excluded, the variants taking turns."""
+    calls = {v.name: (lambda b, f=v.forward(threads=1): f(*b)) for v in variants}
+    return time_b1(calls, batches_b1(ids, types, pad_id, max_length))
 
 
 def within_budget(accuracy: float, reference: float) -> bool:
