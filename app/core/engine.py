@@ -3,8 +3,8 @@ backpressure, deadlines, per-stage timings and metrics. No HTTP here.
 
 A batch closes when it holds ``max_batch_size`` inputs, or ``max_batch_tokens``
 padded tokens, or ``max_wait_ms`` after its first input arrived. The inputs of the
-closed window are sorted by length and cut into sub-batches whose padded/real token
-ratio stays under ``max_padding_ratio``; each sub-batch is one forward pass, run on the
+closed window are sorted by length and cut into sub-batches where a separate forward costs less
+than the padding it saves (app/core/batching.py); each sub-batch is one forward pass, run on the
 process's one compute thread (app/core/compute.py), which also pools and normalises each row
 as its request asked.
 """
@@ -21,12 +21,16 @@ from dataclasses import dataclass, field
 
 from ..backends import Backend, OutputSpec
 from ..settings import Settings
+from .batching import plan
 from .compute import ComputeThread
 from .errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 from .metrics import Metrics, ModelMetrics
 
 log = logging.getLogger("app.engine")
 
+
+# One forward's fixed cost in padded tokens until the start-up measures it (app/core/service.py).
+DEFAULT_OVERHEAD_TOKENS = 32.0
 
 # New work is refused (429) while the oldest unanswered input has waited longer than this share of
 # the request deadline (Batcher._saturated): /compare and long inputs need the rest.
@@ -78,6 +82,9 @@ class Batcher:
         self._tokens = 0  # real tokens of the queued inputs (max_queue_tokens)
         self._closed = False  # abort_queued() ran: nothing new is taken
         self._in_progress: float | None = None  # when the oldest input of the window being run was queued
+        # One forward's fixed cost in padded tokens: how the window is cut (app/core/batching.py).
+        self.overhead_tokens = (settings.forward_overhead_tokens if settings.forward_overhead_tokens is not None
+                                else DEFAULT_OVERHEAD_TOKENS)
 
     # -- event-loop side -------------------------------------------------------------
     def start(self) -> None:
@@ -225,21 +232,10 @@ class Batcher:
             return window
 
     def _split(self, window: list[Item]) -> list[list[Item]]:
-        """Sort by length; start a new sub-batch when padding would pass the limit."""
-        window = sorted(window, key=lambda it: len(it.ids))
-        groups: list[list[Item]] = []
-        cur: list[Item] = []
-        real = 0
-        for it in window:
-            n = min(len(it.ids), self.backend.max_length)
-            if cur and (len(cur) + 1) * n > self.s.max_padding_ratio * (real + n):
-                groups.append(cur)
-                cur, real = [], 0
-            cur.append(it)
-            real += n
-        if cur:
-            groups.append(cur)
-        return groups
+        """Sorted by length, cut where a separate forward costs less than the padding it saves."""
+        lengths = [min(len(it.ids), self.backend.max_length) for it in window]
+        return [[window[i] for i in group]
+                for group in plan(lengths, self.overhead_tokens, self.s.max_padding_ratio)]
 
     def _run(self) -> None:
         while True:

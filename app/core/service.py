@@ -18,6 +18,7 @@ from .. import backends
 from ..backends import Backend, OutputSpec
 from ..backends.base import PAIR_SPECIALS, Pair, Text, longest_first
 from ..settings import Settings
+from .batching import measure_overhead
 from .compute import ComputeThread, arena_limit_from_environment, limit_malloc_arenas
 from .engine import Engine
 from .errors import DeadlineExceeded, InvalidInput, TooManyInputs, Unavailable, UnknownModel, Unsupported
@@ -140,6 +141,13 @@ class Service:
                     t0 = time.perf_counter()
                     compute.call(b.warmup, s.max_batch_size)
                     log.info("warmed model %s in %.2fs", b.name, time.perf_counter() - t0)
+            if s.forward_overhead_tokens is None:
+                for b in self.backends.values():
+                    if self._draining(f"before timing model {b.name}"):
+                        return
+                    overhead = compute.call(forward_overhead, b)
+                    self.engine.batchers[b.name].overhead_tokens = overhead
+                    log.info("model %s: one forward costs as much as %.0f padded tokens", b.name, overhead)
             self.engine.start()
             settle_heap()
             self._advance(Status.WARMING, Status.READY)
@@ -374,6 +382,13 @@ class Service:
             gauge.dec()
         timings = Timings(prep.tokenization_s, max(o.queue_s for o in outs), max(o.inference_s for o in outs))
         return Result([o.values for o in outs], prep.tokens, timings)
+
+
+def forward_overhead(backend: Backend) -> float:
+    """One forward's fixed cost in padded tokens for this model, measured here (app/core/batching.py)."""
+    tok = backend.tokenizer
+    spec = backend.default_output
+    return measure_overhead(lambda ids: backend.forward(ids, [spec] * len(ids)), tok.unk_id, tok.cls_id, tok.sep_id)
 
 
 def _loop_time(deadline: float) -> float:

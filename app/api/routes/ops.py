@@ -44,6 +44,7 @@ async def info(service: ServiceDep) -> Response:
         entry = b.info() | {"serves": list(b.serves)}
         if service.engine:
             entry["latency"] = service.engine.live_percentiles(b.name)
+            entry["forward_overhead_tokens"] = round(service.engine.batchers[b.name].overhead_tokens, 1)
         models.append(entry)
     return json_response({
         "version": __version__,
@@ -55,6 +56,7 @@ async def info(service: ServiceDep) -> Response:
         "batching": {
             "max_batch_size": s.max_batch_size, "max_batch_tokens": s.max_batch_tokens,
             "max_wait_ms": s.max_wait_ms, "max_padding_ratio": s.max_padding_ratio,
+            "forward_overhead_tokens": s.forward_overhead_tokens,
             "max_queue_size": s.max_queue_size,
         },
         "limits": {
