@@ -107,8 +107,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=32, ge=1)
     max_batch_tokens: int = Field(default=8192, ge=1)
     max_wait_ms: float = Field(default=1.0, ge=0)
-    max_padding_ratio: float | None = Field(default=None, ge=1.0, description="a hard cap on a forward's "
-                                             "padded/real tokens; None: the cost model alone cuts (app/core/batching.py)")
+    max_padding_ratio: float | None = Field(default=None, ge=1.0, description="a hard cap on a forward's padded/"
+                                             "real tokens; None: the cost model alone cuts (app/core/batching.py)")
     forward_overhead_tokens: float | None = Field(default=None, ge=0, description="one forward's fixed cost in "
                                                   "padded tokens; None: measured per model at start-up")
     max_queue_size: int = Field(default=1024, ge=1, description="queued inputs per model before 429")

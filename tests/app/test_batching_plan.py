@@ -66,16 +66,20 @@ def test_padding_cap_holds_whatever_the_overhead():
 
 def test_measure_overhead_recovers_a_known_cost():
     """A forward whose time is per_token * (overhead + padded tokens) on a fake clock."""
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
     for true_overhead in (0.0, 12.0, 90.0):
-        now = [0.0]
 
         def forward(batch, overhead=true_overhead):
             now[0] += 1e-5 * (overhead + len(batch) * max(len(r) for r in batch))
 
-        got = measure_overhead(forward, filler=1, cls=2, sep=3, clock=lambda: now[0])
+        got = measure_overhead(forward, filler=1, cls=2, sep=3, clock=clock)
         assert got == pytest.approx(true_overhead, abs=1e-6)
 
     def flat(batch):  # a batch costs what one row costs: all overhead, capped
         now[0] += 1e-3
 
-    assert measure_overhead(flat, 1, 2, 3, clock=lambda: now[0]) == MAX_OVERHEAD_TOKENS
+    assert measure_overhead(flat, 1, 2, 3, clock=clock) == MAX_OVERHEAD_TOKENS
