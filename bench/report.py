@@ -143,12 +143,35 @@ def teacher_vs_student(data: dict, accuracy: dict | None, out: str = "bench/resu
         lines.append(f"| cores busy at concurrency {hi} (of {e['cores']}) | {busy[0]} | {busy[1]} | |")
     if accuracy:
         lines += accuracy_rows(accuracy["models"])
+    if (targets := lean_targets(pm.get("student", {}), hi)) is not None:
+        lines += ["", targets]
     if (long_line := long_inputs(data)) is not None:
         lines += ["", long_line]
     lines += ["", f"![latency vs load]({out}/latency.png) ![throughput]({out}/throughput.png) "
               f"![speed-up]({out}/speedup.png)", "",
               f"Every level, the server-side split and the in-process numbers: `{out}/bench.md`."]
     return "\n".join(lines)
+
+
+# The request path's targets, on the served student (single short sentences).
+LOOP_MS_TARGET, SERVICE_OVER_RAW_TARGET, OVERHEAD_C1_TARGET = 0.12, 0.85, 0.5
+
+
+def lean_targets(st: dict, hi: int) -> str | None:
+    """The lean-path targets against this run's student numbers, met or not."""
+    cpu = st.get("cpu_chi")
+    if not cpu or st.get("service_over_raw_chi") is None or st.get("overhead_c1_ms") is None:
+        return None
+
+    def mark(ok: bool) -> str:
+        return "✅" if ok else "❌"
+
+    loop, ratio, over = cpu["server_loop_ms"], st["service_over_raw_chi"], st["overhead_c1_ms"]
+    return (f"Targets for the student's request path: event-loop CPU per request at concurrency {hi} "
+            f"{loop:.2f} ms (≤ {LOOP_MS_TARGET}: {mark(round(loop, 2) <= LOOP_MS_TARGET)}); service / in-process "
+            f"throughput {ratio:.2f} (≥ {SERVICE_OVER_RAW_TARGET}: {mark(ratio >= SERVICE_OVER_RAW_TARGET)}); "
+            f"service overhead at concurrency 1 {over:.1f} ms (≤ {OVERHEAD_C1_TARGET}: "
+            f"{mark(over <= OVERHEAD_C1_TARGET)}).")
 
 
 # What the bench section shows of make models' results.json, per role (the teacher has no retention).
