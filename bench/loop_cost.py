@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--requests", type=int, default=1500, help="per block")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--endpoint", default="/v1/embeddings", choices=["/v1/embeddings", "/embed"])
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"], help="how both services run the model")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "int8_mixed"])
     p.add_argument("--out", default="bench/results/loop_cost.json")
     p.add_argument("--readme", help="write the README's loop-cost section from the results")
     p.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)  # internal: serve bare_app
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
         uvicorn.run(bare_app, host="127.0.0.1", port=args.port, log_config=None, access_log=False)
         return {}
 
-    models = [{"name": "student", "path": str(Path(args.model_dir).expanduser().resolve()), "role": "student"}]
+    models = [{"name": "student", "path": str(Path(args.model_dir).expanduser().resolve()), "role": "student",
+               "backend": args.backend, "precision": args.precision}]
     env_vars = {**os.environ, "DISTIL_MODELS": json.dumps(models), "DISTIL_DEVICE": "cpu"}
     env_vars.pop("DISTIL_CONFIG", None)
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
                for name, bs in blocks.items()}
     out = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": "python -m bench.loop_cost " + " ".join(
                sys.argv[1:] if argv is None else argv),
-           "model_dir": models[0]["path"], "baseline_repo": args.baseline_repo,
+           "model_dir": models[0]["path"], "backend": args.backend, "precision": args.precision,
+           "baseline_repo": args.baseline_repo,
            "commits": {name: _commit(cwd) for name, (cwd, _) in servers.items() if name != "bare"},
            "load_average": load_before,
            "level": asdict(level), "environment": env.capture(), "blocks": blocks, "median": summary}
@@ -161,7 +165,8 @@ def markdown(out: dict) -> str:
     target = round(med["ours"]["server_loop_ms"], 3) <= LOOP_MS_TARGET
     return "\n".join([
         f"Measured by `python -m bench.loop_cost` on {out['created']}: {e['cpu']}, {e['cores']} cores, load average "
-        f"{out['load_average']:.1f} at the start{shared}; single-sentence `{lv['endpoint']}` "
+        f"{out['load_average']:.1f} at the start{shared}; the model served as {out.get('backend', 'torch')} "
+        f"{out.get('precision', 'fp32')}; single-sentence `{lv['endpoint']}` "
         f"requests at concurrency {lv['concurrency']}, {rounds} rounds of {lv['requests']} requests per server in "
         "alternating blocks, medians; CPU of each server's main thread (its event loop) from /proc.", "",
         "| server | event-loop CPU per request (ms) | requests/s |", "|---|---:|---:|", *rows, "",

@@ -22,6 +22,9 @@ FIDELITY_DECIMALS = 4  # fidelity compared as the table prints it
 SERVERS = {"ours": ("ours", "tab:orange"), "infinity": ("infinity-emb", "tab:blue"),
            "litserve": ("LitServe", "tab:green"), "st": ("sentence-transformers in-process", "tab:purple")}
 PARETO = (("single_c32", "inputs_per_s", True, "c=32"), ("single_c1", "p50_ms", False, "c=1"))
+# Against each server peer, ours at equal or better fidelity: at least this c=32 throughput and at most this
+# c=1 p50 (ratios ours / theirs); against the in-process anchor, at least this share of its c=32 throughput.
+PEER_THROUGHPUT_TARGET, PEER_P50_TARGET, ANCHOR_TARGET = 1.3, 0.7, 0.8
 
 
 def _level(row: dict, key: str, field: str) -> float | None:
@@ -75,6 +78,35 @@ def _compare(ours: dict | None, theirs: dict | None) -> dict | None:
             / (_level(theirs, "batch16_c8", "inputs_per_s") or float("nan"))}
 
 
+def _fidelity(row: dict) -> float:
+    return round(_min_cos(row), FIDELITY_DECIMALS)
+
+
+def per_engine(rows: list[dict]) -> list[dict]:
+    """Every peer engine (server or the in-process anchor) against ours at equal or better fidelity (four
+    decimals): our fastest at c=32 and, separately, our quickest at c=1 among those engines, and the targets."""
+    out = []
+    for peer in rows:
+        if peer["engine"]["server"] == "ours" or _level(peer, "single_c32", "inputs_per_s") is None:
+            continue
+        pool = [r for r in rows if r["engine"]["server"] == "ours" and _fidelity(r) >= _fidelity(peer)]
+        fast = max(pool, key=lambda r: _level(r, "single_c32", "inputs_per_s") or 0.0, default=None)
+        quick = min(pool, key=lambda r: _level(r, "single_c1", "p50_ms") or float("inf"), default=None)
+        anchor = _in_process(peer)
+        entry = {"peer": peer["name"], "anchor": anchor, "peer_min_cosine": _min_cos(peer),
+                 "ours_fastest": fast["name"] if fast else None, "ours_quickest": quick["name"] if quick else None}
+        if fast is not None:
+            entry["throughput_ratio_c32"] = (_level(fast, "single_c32", "inputs_per_s")
+                                             / _level(peer, "single_c32", "inputs_per_s"))
+        if quick is not None and not anchor:
+            entry["p50_ratio_c1"] = _level(quick, "single_c1", "p50_ms") / _level(peer, "single_c1", "p50_ms")
+        tp, p50 = entry.get("throughput_ratio_c32"), entry.get("p50_ratio_c1")
+        entry["met"] = (tp is not None and tp >= ANCHOR_TARGET) if anchor else (
+            tp is not None and p50 is not None and tp >= PEER_THROUGHPUT_TARGET and p50 <= PEER_P50_TARGET)
+        out.append(entry)
+    return out
+
+
 def summary(data: dict) -> dict:
     rows = data["results"]
     return {
@@ -85,6 +117,7 @@ def summary(data: dict) -> dict:
         "litserve_at_fidelity": _compare(_best(rows, "ours", FIDELITY_BAR), _best(rows, "litserve", FIDELITY_BAR)),
         "anchor_at_fidelity": _compare(_best(rows, "ours", FIDELITY_BAR), _best(rows, "st", FIDELITY_BAR)),
         "frontier": {label: frontier(rows, key, field, higher) for key, field, higher, label in PARETO},
+        "per_engine": per_engine(rows),
         "fidelity_bar": FIDELITY_BAR,
     }
 
@@ -160,6 +193,27 @@ def _pareto(data: dict) -> str:
     return text
 
 
+def _targets(entries: list[dict]) -> list[str]:
+    """One line per peer engine: ours at equal or better fidelity against it, and whether the target holds."""
+    lines = []
+    for c in entries:
+        if c.get("ours_fastest") is None:
+            lines.append(f"- vs **{c['peer']}** (min cosine {c['peer_min_cosine']:.4f}): no engine of ours is as "
+                         "faithful — **missed**.")
+            continue
+        mark = "**met**" if c["met"] else "**missed**"
+        if c["anchor"]:
+            lines.append(f"- vs **{c['peer']}** (min cosine {c['peer_min_cosine']:.4f}): through HTTP "
+                         f"{c['ours_fastest']} gives **{c['throughput_ratio_c32']:.2f}×** its c=32 throughput "
+                         f"(target ≥ {ANCHOR_TARGET}×: {mark}).")
+        else:
+            lines.append(f"- vs **{c['peer']}** (min cosine {c['peer_min_cosine']:.4f}): c=32 throughput "
+                         f"**{c['throughput_ratio_c32']:.2f}×** ({c['ours_fastest']}), c=1 p50 "
+                         f"**{c['p50_ratio_c1']:.2f}×** ({c['ours_quickest']}) (target ≥ {PEER_THROUGHPUT_TARGET}× "
+                         f"and ≤ {PEER_P50_TARGET}×: {mark}).")
+    return lines
+
+
 def section(data: dict, out: str) -> str:
     s = data["summary"]
     e = data["environment"]
@@ -192,6 +246,9 @@ def section(data: dict, out: str) -> str:
                     targets=False)] if _has(data, "litserve") else []),
         *([_verdict(s.get("anchor_at_fidelity"), f"Against the in-process anchor at fidelity ≥ {s['fidelity_bar']}",
                     targets=False)] if _has(data, "st") else []),
+        *(["", "Each peer engine against ours at equal or better fidelity (our fastest at c=32 and our quickest "
+            "at c=1 among our engines at least as faithful, four decimals):", *_targets(s["per_engine"])]
+          if s.get("per_engine") else []),
         "",
         _pareto(data),
         "",

@@ -139,10 +139,36 @@ def test_one_table_and_one_plot_for_every_engine(tmp_path):
     assert "LitServe 0.2.19" in text and "sentence-transformers 5.7.0" in text
     assert "Against LitServe at fidelity" in text and "Against the in-process anchor" in text
     assert "c=32: **lit**, **ours int8**, **inf int8**" in text
+    assert "- vs **st int8** (min cosine 0.9800): through HTTP ours int8 gives **0.37×**" in text
     saved = json.loads((tmp_path / "out" / "peers.json").read_text())
     assert saved["summary"]["litserve_at_fidelity"]["theirs"] == "lit"
     assert saved["summary"]["anchor_at_fidelity"]["theirs"] == "st fp32"
     assert (tmp_path / "out" / "peers.png").stat().st_size > 10_000
+
+
+def test_each_peer_is_raced_by_ours_at_equal_or_better_fidelity():
+    by_peer = {c["peer"]: c for c in peers_report.summary(_synthetic())["per_engine"]}
+    assert set(by_peer) == {"inf fp32", "inf int8", "lit", "st fp32", "st int8"}
+    # inf fp32 is at 1.0000: only ours fp32 ties it at four decimals (300 vs 280 inputs/s; 5 vs 10 ms)
+    c = by_peer["inf fp32"]
+    assert (c["ours_fastest"], c["ours_quickest"]) == ("ours fp32", "ours fp32")
+    assert c["throughput_ratio_c32"] == pytest.approx(300 / 280) and c["p50_ratio_c1"] == pytest.approx(0.5)
+    assert not c["met"]  # 1.07x < 1.3x
+    # inf int8 (0.91): every engine of ours qualifies; the fastest (550) and the quickest (3 ms) are ours int8
+    c = by_peer["inf int8"]
+    assert c["ours_fastest"] == "ours int8" and c["p50_ratio_c1"] == pytest.approx(3 / 9)
+    assert not c["met"]  # 550/600 < 1.3
+    # the anchor: a share of its c=32 throughput, no p50 target
+    c = by_peer["st int8"]
+    assert c["anchor"] and c["ours_fastest"] == "ours int8" and "p50_ratio_c1" not in c
+    assert c["throughput_ratio_c32"] == pytest.approx(550 / 1500) and not c["met"]
+    # a peer faster and as faithful everywhere: met only when both ratios hold
+    rows = [_row("ours", "ours", "int8", 1000, 2, 0.995), _row("slow", "litserve", "fp32", 500, 10, 0.99)]
+    (only,) = peers_report.summary({"results": rows})["per_engine"]
+    assert only["met"] and only["throughput_ratio_c32"] == pytest.approx(2.0)
+    rows = [_row("ours", "ours", "int8", 1000, 2, 0.98), _row("exact", "litserve", "fp32", 500, 10, 1.0)]
+    (only,) = peers_report.summary({"results": rows})["per_engine"]
+    assert only["ours_fastest"] is None and not only["met"]
 
 
 def test_a_race_without_a_peer_says_nothing_about_it(tmp_path):
