@@ -143,7 +143,7 @@ def teacher_vs_student(data: dict, accuracy: dict | None, out: str = "bench/resu
         lines.append(f"| cores busy at concurrency {hi} (of {e['cores']}) | {busy[0]} | {busy[1]} | |")
     if accuracy:
         lines += accuracy_rows(accuracy["models"])
-    if (targets := lean_targets(pm.get("student", {}), hi)) is not None:
+    if command == "make bench" and (targets := lean_targets(pm.get("student", {}), hi)) is not None:
         lines += ["", targets]
     if (long_line := long_inputs(data)) is not None:
         lines += ["", long_line]
