@@ -11,6 +11,7 @@ from pathlib import Path
 
 PROFILES = ("short", "medium", "long", "mixed")
 BOUNDS = {"short": (1, 20), "medium": (21, 64), "long": (65, 256)}
+MAX_JOINED = 1000  # texts joined to reach a length band before the counter is taken for broken
 
 
 def source_texts() -> tuple[list[str], str]:
@@ -41,7 +42,14 @@ def _synthesize(texts: list[str], lo: int, hi: int, count_tokens, rng: random.Ra
             n = count_tokens([text])[0]
             if n >= lo:
                 break
+            if len(parts) > MAX_JOINED:  # a tokenizer that pads or truncates every text to one length
+                raise ValueError(f"{MAX_JOINED} texts joined still count {n} tokens, under {lo}: the token "
+                                 "counter must count real tokens (a tokenizer.json with padding or truncation "
+                                 "enabled counts every text alike)")
         while n > hi:
+            if not text:
+                raise ValueError(f"an empty text counts {n} tokens, over {hi}: the token counter must count real "
+                                 "tokens (a tokenizer.json with padding enabled counts every text alike)")
             text = " ".join(text.split()[: int(len(text.split()) * 0.9)])
             n = count_tokens([text])[0]
         out.append((text, n))
