@@ -40,22 +40,25 @@ def _in_process(row: dict) -> bool:
     return row["engine"]["server"] == "st"
 
 
+def _fidelity(row: dict) -> float:
+    """Min cosine to fp32 as the table prints it: engines that print alike tie."""
+    return round(_min_cos(row), FIDELITY_DECIMALS)
+
+
 def frontier(rows: list[dict], key: str, field: str, higher_is_better: bool) -> list[str]:
     """The servers on the Pareto frontier of ``field`` at level ``key`` against fidelity, most faithful first."""
     pool = [r for r in rows if not _in_process(r) and _level(r, key, field) is not None and _min_cos(r) == _min_cos(r)]
-
-    def fid(r: dict) -> float:
-        return round(_min_cos(r), FIDELITY_DECIMALS)
 
     def speed(r: dict) -> float:
         v = _level(r, key, field)
         return v if higher_is_better else -v
 
     def beats(o: dict, r: dict) -> bool:
-        return fid(o) >= fid(r) and speed(o) >= speed(r) and (fid(o) > fid(r) or speed(o) > speed(r))
+        return (_fidelity(o) >= _fidelity(r) and speed(o) >= speed(r)
+                and (_fidelity(o) > _fidelity(r) or speed(o) > speed(r)))
 
     on = [r for r in pool if not any(beats(o, r) for o in pool)]
-    return [r["name"] for r in sorted(on, key=lambda r: (-fid(r), -speed(r)))]
+    return [r["name"] for r in sorted(on, key=lambda r: (-_fidelity(r), -speed(r)))]
 
 
 def _best(rows: list[dict], server: str, min_cos: float | None = None, precision: str | None = None) -> dict | None:
@@ -76,10 +79,6 @@ def _compare(ours: dict | None, theirs: dict | None) -> dict | None:
             "p50_ratio_c1": _level(ours, "single_c1", "p50_ms") / _level(theirs, "single_c1", "p50_ms"),
             "throughput_ratio_batch16": (_level(ours, "batch16_c8", "inputs_per_s") or float("nan"))
             / (_level(theirs, "batch16_c8", "inputs_per_s") or float("nan"))}
-
-
-def _fidelity(row: dict) -> float:
-    return round(_min_cos(row), FIDELITY_DECIMALS)
 
 
 def per_engine(rows: list[dict]) -> list[dict]:
